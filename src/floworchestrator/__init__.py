@@ -1,0 +1,41 @@
+"""floworchestrator: a code-first DAG workflow engine that runs inside your application.
+
+Define flows as :class:`Flow` objects of :class:`Step` s, register handlers
+with ``@orchestrator.handler("Type")``, and run them with an
+:class:`Orchestrator` on a store (memory, SQLite) and a runtime (in-process).
+"""
+
+from ._status import RunStatus, StepResult, StepStatus
+from .exceptions import (
+    FlowDisabledError,
+    FlowOrchestratorError,
+    FlowValidationError,
+    Problem,
+    UnknownFlowError,
+    UnknownRunError,
+)
+from .executor import StepContext
+from .flow import Cron, Flow, Manual, Step, Webhook
+from .orchestrator import Orchestrator
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cron",
+    "Flow",
+    "FlowDisabledError",
+    "FlowOrchestratorError",
+    "FlowValidationError",
+    "Manual",
+    "Orchestrator",
+    "Problem",
+    "RunStatus",
+    "Step",
+    "StepContext",
+    "StepResult",
+    "StepStatus",
+    "UnknownFlowError",
+    "UnknownRunError",
+    "Webhook",
+    "__version__",
+]

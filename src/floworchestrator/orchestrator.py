@@ -1,0 +1,257 @@
+"""The Orchestrator: what user code creates, registers flows and handlers with, and starts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from . import scheduler
+from ._status import RunStatus
+from .engine import Engine, utcnow
+from .exceptions import ConfigurationError, FlowValidationError, UnknownFlowError
+from .executor import Handler, HandlerFunc
+from .flow import CompiledFlow, Flow, Webhook, validate_flows
+from .runtimes.base import Dispatcher
+from .stores import open_store
+from .stores.base import AttemptRecord, EventRecord, FlowRecord, RunRecord, StepRecord, Store
+
+__all__ = ["Orchestrator"]
+
+log = logging.getLogger("floworchestrator")
+F = TypeVar("F", bound=HandlerFunc)
+
+
+def _make_runtime(runtime: str | Dispatcher, concurrency: int) -> Dispatcher:
+    if isinstance(runtime, Dispatcher):
+        return runtime
+    if runtime == "inprocess":
+        from .runtimes.inprocess import InProcessDispatcher
+
+        return InProcessDispatcher(concurrency=concurrency)
+    raise ConfigurationError(f"unknown runtime {runtime!r} (available: 'inprocess', or a Dispatcher instance)")
+
+
+class Orchestrator:
+    """Holds the flows and handlers of an application and runs them.
+
+    Both ``store`` and ``runtime`` must be given: there is no default store
+    to fall back on silently. ``store`` is a URL (``memory://``,
+    ``sqlite:///path/to/file.db``) or a Store; ``runtime`` is ``"inprocess"``
+    or a Dispatcher.
+
+    Use it as ``async with orchestrator: ...`` or call ``start()``/``stop()``.
+    """
+
+    def __init__(
+        self,
+        store: str | Store,
+        runtime: str | Dispatcher,
+        *,
+        concurrency: int = 64,
+        lease_seconds: float = 60.0,
+        recovery_interval: float = 10.0,
+        stale_after: float = 60.0,
+        shutdown_timeout: float = 30.0,
+        redact_headers: Iterable[str] = (),
+        cron: bool = True,
+    ) -> None:
+        if store is None or runtime is None:
+            raise ConfigurationError("an Orchestrator needs an explicit store and runtime")
+        self.store: Store = open_store(store) if isinstance(store, str) else store
+        self.dispatcher: Dispatcher = _make_runtime(runtime, concurrency)
+        self._handlers: dict[str, Handler] = {}
+        self._flows: dict[str, Flow] = {}
+        self.engine = Engine(self.store, self.dispatcher, self._handlers, lease_seconds=lease_seconds, redact_headers=redact_headers)
+        self.recovery_interval = recovery_interval
+        self.stale_after = stale_after
+        self.shutdown_timeout = shutdown_timeout
+        self.cron = cron
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+
+    # -- registration ---------------------------------------------------------
+
+    def handler(self, type_name: str) -> Callable[[F], F]:
+        """Register the decorated function as the handler of steps of type ``type_name``."""
+
+        def register(func: F) -> F:
+            self.add_handler(type_name, func)
+            return func
+
+        return register
+
+    def add_handler(self, type_name: str, func: HandlerFunc) -> None:
+        """Register ``func`` as the handler of ``type_name`` (the decorator's plain form)."""
+        if not type_name:
+            raise ConfigurationError("a handler type name must be a non-empty string")
+        if type_name in self._handlers and self._handlers[type_name].func is not func:
+            raise ConfigurationError(f"a handler for type {type_name!r} is already registered")
+        self._handlers[type_name] = Handler.inspect(type_name, func)
+
+    @property
+    def handler_types(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def register(self, *flows: Flow) -> None:
+        """Validate and add flows; raise FlowValidationError listing every problem of every flow.
+
+        Registering a flow whose id is already registered replaces it (runs
+        already started keep the definition they started on).
+        """
+        taken = {
+            t.slug: f.id for f in self._flows.values() if f.id not in {x.id for x in flows}
+            for t in f.triggers.values() if isinstance(t, Webhook)
+        }
+        problems = validate_flows(list(flows), self._handlers.keys(), taken)
+        if problems:
+            raise FlowValidationError(problems)
+        for flow in flows:
+            self._flows[flow.id] = flow
+            self.engine.add_flow(CompiledFlow.from_manifest(flow.to_manifest()))
+        if self._started:
+            raise_later = asyncio.get_running_loop().create_task(self._sync_flows(flows))
+            self._tasks.append(raise_later)
+
+    @property
+    def flows(self) -> dict[str, Flow]:
+        """The registered flows by id."""
+        return dict(self._flows)
+
+    async def _sync_flows(self, flows: Sequence[Flow]) -> None:
+        rows = []
+        for f in flows:
+            c = self.engine.flows[f.id]
+            rows.append((f.id, f.version, c.manifest_id, json.dumps(c.manifest, sort_keys=True), f.enabled))
+        await self.store.upsert_flows(rows, utcnow())
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, save every flow, recover unfinished work, start the runtime and cron."""
+        if self._started:
+            return
+        await self.store.open()
+        try:
+            await self._sync_flows(list(self._flows.values()))
+            await self.dispatcher.start(self.engine.run_step)
+            self._started = True
+            # Only this process's memory held the queue of a non-durable runtime.
+            await scheduler.recover(self.engine, stale_after=None if not self.dispatcher.durable else self.stale_after)
+        except BaseException:
+            await self.dispatcher.stop(0)
+            await self.store.close()
+            self._started = False
+            raise
+        loop = asyncio.get_running_loop()
+        lease = self.engine.lease.total_seconds()
+        self._tasks = [
+            loop.create_task(scheduler.heartbeat_loop(self.engine, max(0.05, lease / 3)), name="floworchestrator-heartbeat"),
+            loop.create_task(scheduler.recovery_loop(self.engine, self.recovery_interval, self.stale_after), name="floworchestrator-recovery"),
+        ]
+        if self.cron:
+            self._tasks.append(loop.create_task(scheduler.cron_loop(self.engine), name="floworchestrator-cron"))
+        log.info("orchestrator started with %d flow(s)", len(self._flows), extra={"event": "orchestrator.started"})
+
+    async def stop(self) -> None:
+        """Stop cron and recovery, let running steps finish (up to ``shutdown_timeout``), close the store."""
+        if not self._started:
+            return
+        self._started = False
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self.dispatcher.stop(self.shutdown_timeout)
+        await self.engine.committer.drain()
+        await self.store.close()
+        log.info("orchestrator stopped", extra={"event": "orchestrator.stopped"})
+
+    async def __aenter__(self) -> Orchestrator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    # -- runs ----------------------------------------------------------------------
+
+    async def trigger(
+        self,
+        flow_id: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        trigger: str = "manual",
+    ) -> str:
+        """Start a run and return its id.
+
+        The same ``idempotency_key`` for the same flow returns the first run's
+        id and starts nothing. Raises FlowDisabledError for a disabled flow,
+        UnknownFlowError for an unknown one. Credential headers are dropped.
+        """
+        self._require_started()
+        res = await self.engine.trigger(flow_id, body, headers=headers, idempotency_key=idempotency_key, trigger=trigger)
+        assert res.run_id is not None
+        return res.run_id
+
+    async def wait(self, run_id: str, timeout: float | None = None) -> RunRecord:
+        """Wait for a run to finish and return it; TimeoutError after ``timeout`` seconds."""
+        return await self.engine.wait(run_id, timeout)
+
+    async def run(self, flow_id: str, body: Any = None, *, timeout: float | None = None, **kwargs: Any) -> RunRecord:
+        """Trigger a run and wait for it to finish."""
+        return await self.wait(await self.trigger(flow_id, body, **kwargs), timeout)
+
+    async def retry_step(self, run_id: str, step_key: str) -> None:
+        """Run a Failed (or TimedOut, Cancelled) step again, and the steps after it; earlier outputs are kept."""
+        self._require_started()
+        await self.engine.retry_step(run_id, step_key)
+
+    async def cancel_run(self, run_id: str) -> None:
+        """Cancel a Running run; no step of it starts afterwards."""
+        await self.engine.cancel_run(run_id)
+
+    async def rerun(self, run_id: str) -> str:
+        """Start a new run of the same flow with the same trigger data; return its id."""
+        self._require_started()
+        res = await self.engine.rerun(run_id)
+        assert res.run_id is not None
+        return res.run_id
+
+    async def set_enabled(self, flow_id: str, enabled: bool) -> None:
+        """Enable or disable a flow (a disabled flow starts no run from any trigger)."""
+        if flow_id not in self._flows or not await self.store.set_flow_enabled(flow_id, enabled, utcnow()):
+            raise UnknownFlowError(flow_id)
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        return await self.store.get_run(run_id)
+
+    async def list_runs(
+        self, *, flow_id: str | None = None, status: RunStatus | None = None, limit: int = 50, offset: int = 0
+    ) -> list[RunRecord]:
+        return await self.store.list_runs(flow_id=flow_id, status=status, limit=limit, offset=offset)
+
+    async def get_steps(self, run_id: str) -> list[StepRecord]:
+        return await self.store.get_steps(run_id)
+
+    async def get_attempts(self, run_id: str) -> list[AttemptRecord]:
+        return await self.store.get_attempts(run_id)
+
+    async def get_events(self, run_id: str | None = None, after: int = 0) -> list[EventRecord]:
+        return await self.store.get_events(run_id, after)
+
+    async def list_flows(self) -> list[FlowRecord]:
+        return await self.store.list_flows()
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise ConfigurationError("the orchestrator is not started: use 'async with orchestrator:' or 'await orchestrator.start()'")
+
+

@@ -1,0 +1,116 @@
+"""Background loops of an orchestrator: lease heartbeat, recovery, cron.
+
+Recovery (DESIGN §4.6) finds work that nobody will do otherwise:
+- Running steps whose lease ended (their worker died) are queued again at a
+  new generation; the lost execution is recorded as a failed attempt.
+- Queued steps that no worker claimed for ``stale_after`` seconds (their
+  message was lost with a process) are enqueued again; duplicates are
+  harmless because only one claim succeeds.
+- Running runs with nothing running or queued are re-evaluated by the planner.
+With a non-durable runtime the start-up pass re-enqueues every queued step,
+since this process's queue is the only place their messages could be.
+
+Cron: every instance computes the next fire time; the run's idempotency key
+``cron:{trigger}:{fire time}`` lets exactly one instance start it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from .engine import Engine, utcnow
+from .exceptions import FlowDisabledError
+from .stores.base import Applied, ExpireLease, ExtendLeases
+
+log = logging.getLogger("floworchestrator.scheduler")
+
+
+async def recover(engine: Engine, *, stale_after: float | None) -> int:
+    """One recovery pass; ``stale_after=None`` re-enqueues every queued step. Returns how many were acted on."""
+    now = utcnow()
+    count = 0
+    for flow_id, run_id, key, gen in await engine.store.find_expired_leases(now):
+        res = await engine.committer.submit(ExpireLease(flow_id, run_id, key, gen, now))
+        if isinstance(res, Applied) and res.applied:
+            log.warning("lease of step %s of run %s expired; running it again", key, run_id,
+                        extra={"event": "step.lease_expired", "run_id": run_id, "step_key": key})
+            await engine.apply_effects(res.effects)
+            count += 1
+    before = now + timedelta(days=36500) if stale_after is None else now - timedelta(seconds=stale_after)
+    queued = await engine.store.find_queued(now, before)
+    if queued:
+        from .stores.base import Effects
+
+        await engine.apply_effects(Effects(tuple(queued)))
+        count += len(queued)
+    for flow_id, run_id, manifest_id in await engine.store.find_idle_runs():
+        await engine.reconcile(flow_id, run_id, manifest_id)
+        count += 1
+    return count
+
+
+async def recovery_loop(engine: Engine, interval: float, stale_after: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await recover(engine, stale_after=stale_after)
+        except Exception:
+            log.exception("recovery pass failed; trying again in %.0fs", interval)
+
+
+async def heartbeat_loop(engine: Engine, interval: float) -> None:
+    """Keep the leases of steps running in this process from expiring."""
+    while True:
+        await asyncio.sleep(interval)
+        if engine.running:
+            try:
+                await engine.committer.submit(ExtendLeases(engine.owner, tuple(engine.running), utcnow() + engine.lease))
+            except Exception:
+                log.exception("could not extend leases")
+
+
+def next_fire(expression: str, tz: str | None, after: datetime) -> datetime:
+    """The first fire time of a cron expression strictly after ``after`` (UTC in, UTC out)."""
+    zone = ZoneInfo(tz) if tz else timezone.utc
+    nxt = croniter(expression, after.astimezone(zone)).get_next(datetime)
+    assert isinstance(nxt, datetime)
+    return nxt.astimezone(timezone.utc)
+
+
+async def cron_loop(engine: Engine) -> None:
+    """Fire every cron trigger of every registered flow, once per tick across all instances."""
+    last = utcnow()
+    while True:
+        crons = [
+            (c.flow_id, name, t["expression"], t.get("timezone"))
+            for c in engine.flows.values()
+            for name, t in c.manifest["triggers"].items()
+            if t["kind"] == "cron"
+        ]
+        if not crons:
+            await asyncio.sleep(1.0)
+            last = utcnow()
+            continue
+        due = sorted((next_fire(expr, tz, last), fid, name) for fid, name, expr, tz in crons)
+        wake = due[0][0]
+        await asyncio.sleep(max(0.0, (wake - utcnow()).total_seconds()))
+        now = utcnow()
+        for at, flow_id, name in due:
+            if at > now:
+                break
+            stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            try:
+                res = await engine.trigger(flow_id, {"scheduled_at": stamp}, trigger=name, idempotency_key=f"cron:{name}:{stamp}")
+                if res.created:
+                    log.info("cron %s of flow %s fired for %s", name, flow_id, stamp,
+                             extra={"event": "cron.fired", "flow_id": flow_id, "trigger": name, "run_id": res.run_id})
+            except FlowDisabledError:
+                pass
+            except Exception:
+                log.exception("cron %s of flow %s could not start a run", name, flow_id)
+        last = now

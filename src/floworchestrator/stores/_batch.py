@@ -1,0 +1,222 @@
+"""The write algorithm every store shares, over a small set of primitives.
+
+A store opens one transaction per batch, wraps it in a :class:`Txn` and calls
+:func:`apply_ops`. The algorithm (what to check, what to write, in what
+order) lives here once; a store only says how to read and write rows.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from .. import planner
+from .._status import FINAL_STEP_STATUSES, RunStatus, StepStatus
+from ..exceptions import InvalidOperationError, UnknownRunError, UnknownStepError
+from .base import (
+    Applied,
+    CancelRun,
+    Claim,
+    Complete,
+    Dispatch,
+    Effects,
+    ExpireLease,
+    ExtendLeases,
+    Grant,
+    Op,
+    Reconcile,
+    Result,
+    RetryStep,
+    RunStarted,
+    StartRun,
+)
+
+_RETRYABLE = frozenset({StepStatus.FAILED, StepStatus.TIMED_OUT, StepStatus.CANCELLED})
+
+
+@dataclass(slots=True)
+class StepState:
+    """The columns of a step row the algorithm decides on."""
+
+    status: StepStatus
+    generation: int
+    queued: bool
+
+
+class Txn(ABC):
+    """Row-level primitives inside one open transaction. Conditional writes return whether they matched."""
+
+    @abstractmethod
+    def flow_enabled(self, flow_id: str) -> bool:
+        """False for a disabled flow or one the store does not know."""
+
+    @abstractmethod
+    def find_run_by_key(self, flow_id: str, key: str) -> str | None: ...
+
+    @abstractmethod
+    def insert_run(self, op: StartRun) -> None:
+        """Insert the run (status Running) and every step Pending, unqueued, generation 0."""
+
+    @abstractmethod
+    def run_status(self, run_id: str) -> RunStatus | None: ...
+
+    @abstractmethod
+    def load_steps(self, run_id: str) -> dict[str, StepState]: ...
+
+    @abstractmethod
+    def queue(self, run_id: str, items: Sequence[tuple[str, int]], not_before: datetime, now: datetime) -> list[tuple[str, int]]:
+        """Insert ledger rows (run, key, generation); for each row really inserted, set the step
+        Pending, queued, at that generation. Return the (key, generation) pairs inserted."""
+
+    @abstractmethod
+    def claim(self, op: Claim) -> Grant | None:
+        """The conditional update of Claim plus the grant's reads, or None."""
+
+    @abstractmethod
+    def finish_step(self, op: Complete, attempt_status: StepStatus) -> bool:
+        """If the step is Running at op.generation for op.owner: write its final status (or, for
+        Pending, unqueued Pending), output, error, inputs and finished time, and insert the attempt."""
+
+    @abstractmethod
+    def set_steps(self, run_id: str, keys: Iterable[str], status: StepStatus, now: datetime, *, reset: bool = False) -> None:
+        """Set steps' status and unqueue them; ``reset`` also clears output, error, inputs and times."""
+
+    @abstractmethod
+    def finish_run(self, run_id: str, status: RunStatus, now: datetime) -> bool:
+        """Conditional on the run being Running."""
+
+    @abstractmethod
+    def reopen_run(self, run_id: str) -> None: ...
+
+    @abstractmethod
+    def expire(self, op: ExpireLease) -> bool:
+        """If the step is Running at op.generation with a lease before op.now: record a failed
+        attempt ("lease expired") and leave the step Pending, unqueued."""
+
+    @abstractmethod
+    def extend_leases(self, op: ExtendLeases) -> None: ...
+
+    @abstractmethod
+    def event(self, run_id: str, step_key: str | None, kind: str, data: object, now: datetime) -> None: ...
+
+
+def apply_ops(tx: Txn, ops: Sequence[Op]) -> list[Result]:
+    """Apply ``ops`` in order through ``tx``; the caller commits."""
+    out: list[Result] = []
+    for op in ops:
+        try:
+            out.append(_apply(tx, op))
+        except (InvalidOperationError, UnknownRunError, UnknownStepError) as exc:
+            out.append(exc)  # type: ignore[arg-type]
+    return out
+
+
+def _apply(tx: Txn, op: Op) -> Result:
+    if isinstance(op, Claim):
+        return tx.claim(op)
+    if isinstance(op, Complete):
+        return _complete(tx, op)
+    if isinstance(op, StartRun):
+        return _start(tx, op)
+    if isinstance(op, ExtendLeases):
+        tx.extend_leases(op)
+        return Applied(True)
+    if isinstance(op, CancelRun):
+        return _cancel(tx, op)
+    if isinstance(op, RetryStep):
+        return _retry(tx, op)
+    if isinstance(op, Reconcile):
+        if tx.run_status(op.run_id) is not RunStatus.RUNNING:
+            return Applied(False)
+        return Applied(True, _advance(tx, op.flow_id, op.run_id, op.graph, None, op.now))
+    if isinstance(op, ExpireLease):
+        if not tx.expire(op):
+            return Applied(False)
+        queued = tx.queue(op.run_id, [(op.step_key, op.generation + 1)], op.now, op.now)
+        tx.event(op.run_id, op.step_key, "StepLeaseExpired", {"generation": op.generation}, op.now)
+        return Applied(True, Effects(_dispatches(op.flow_id, op.run_id, queued)))
+    raise TypeError(f"unknown op {op!r}")
+
+
+def _dispatches(flow_id: str, run_id: str, items: Iterable[tuple[str, int]], delay: float = 0.0) -> tuple[Dispatch, ...]:
+    return tuple(Dispatch(flow_id, run_id, k, g, delay) for k, g in items)
+
+
+def _start(tx: Txn, op: StartRun) -> RunStarted:
+    if not tx.flow_enabled(op.flow_id):
+        return RunStarted(None, False, disabled=True)
+    if op.idempotency_key is not None:
+        existing = tx.find_run_by_key(op.flow_id, op.idempotency_key)
+        if existing is not None:
+            return RunStarted(existing, False)
+    tx.insert_run(op)
+    tx.event(op.run_id, None, "RunStarted", {"flow_id": op.flow_id, "trigger": op.trigger_key}, op.now)
+    queued = tx.queue(op.run_id, [(k, 1) for k in op.entries], op.now, op.now)
+    return RunStarted(op.run_id, True, effects=Effects(_dispatches(op.flow_id, op.run_id, queued)))
+
+
+def _complete(tx: Txn, op: Complete) -> Applied:
+    if op.status is StepStatus.PENDING:
+        if not tx.finish_step(op, StepStatus.PENDING):
+            return Applied(False)
+        not_before = op.now + timedelta(seconds=op.delay)
+        queued = tx.queue(op.run_id, [(op.step_key, op.generation + 1)], not_before, op.now)
+        return Applied(True, Effects(_dispatches(op.flow_id, op.run_id, queued, op.delay)))
+    if not tx.finish_step(op, op.status):
+        return Applied(False)
+    tx.event(op.run_id, op.step_key, f"Step{op.status.value}", {"error": op.error} if op.error else None, op.now)
+    return Applied(True, _advance(tx, op.flow_id, op.run_id, op.graph, op.graph.succs[op.step_key], op.now))
+
+
+def _advance(tx: Txn, flow_id: str, run_id: str, graph: planner.Graph, candidates: Sequence[str] | None, now: datetime) -> Effects:
+    steps = tx.load_steps(run_id)
+    statuses = {k: s.status for k, s in steps.items()}
+    dispatched = {k for k, s in steps.items() if s.queued or s.status is StepStatus.RUNNING}
+    decision = planner.advance(graph, statuses, dispatched, candidates)
+    if decision.skipped:
+        tx.set_steps(run_id, decision.skipped, StepStatus.SKIPPED, now)
+        for k in decision.skipped:
+            tx.event(run_id, k, "StepSkipped", None, now)
+    queued = tx.queue(run_id, [(k, steps[k].generation + 1) for k in decision.ready], now, now) if decision.ready else []
+    finished: tuple[tuple[str, RunStatus], ...] = ()
+    if decision.outcome is not None and tx.finish_run(run_id, decision.outcome, now):
+        tx.event(run_id, None, f"Run{decision.outcome.value}", None, now)
+        finished = ((run_id, decision.outcome),)
+    return Effects(_dispatches(flow_id, run_id, queued), finished)
+
+
+def _cancel(tx: Txn, op: CancelRun) -> Applied:
+    status = tx.run_status(op.run_id)
+    if status is None:
+        raise UnknownRunError(op.run_id)
+    if status is not RunStatus.RUNNING:
+        raise InvalidOperationError(f"run {op.run_id!r} is already {status.value}; only a Running run can be cancelled")
+    steps = tx.load_steps(op.run_id)
+    tx.set_steps(op.run_id, [k for k, s in steps.items() if s.status not in FINAL_STEP_STATUSES], StepStatus.CANCELLED, op.now)
+    tx.finish_run(op.run_id, RunStatus.CANCELLED, op.now)
+    tx.event(op.run_id, None, "RunCancelled", None, op.now)
+    return Applied(True, Effects(finished=((op.run_id, RunStatus.CANCELLED),)))
+
+
+def _retry(tx: Txn, op: RetryStep) -> Applied:
+    if tx.run_status(op.run_id) is None:
+        raise UnknownRunError(op.run_id)
+    steps = tx.load_steps(op.run_id)
+    state = steps.get(op.step_key)
+    if state is None:
+        raise UnknownStepError(op.run_id, op.step_key)
+    if state.status not in _RETRYABLE:
+        raise InvalidOperationError(
+            f"step {op.step_key!r} is {state.status.value}; only a Failed, TimedOut or Cancelled step can be retried"
+        )
+    after = op.graph.descendants(op.step_key) if op.step_key in op.graph.succs else []
+    busy = [k for k in after if steps[k].status is StepStatus.RUNNING or steps[k].queued]
+    if busy:
+        raise InvalidOperationError(f"steps after {op.step_key!r} are still running ({', '.join(busy)}); retry when they finish")
+    tx.set_steps(op.run_id, [op.step_key, *after], StepStatus.PENDING, op.now, reset=True)
+    tx.reopen_run(op.run_id)
+    tx.event(op.run_id, op.step_key, "StepRetried", None, op.now)
+    queued = tx.queue(op.run_id, [(op.step_key, state.generation + 1)], op.now, op.now)
+    return Applied(True, Effects(_dispatches(op.flow_id, op.run_id, queued)))

@@ -1,0 +1,393 @@
+"""The storage contract: records, write operations, and the :class:`Store` interface.
+
+Every store implements one batch write method, :meth:`Store.apply`, plus
+ordinary reads. The engine never writes any other way: the group committer
+(``floworchestrator._committer``) collects the operations that concurrent
+steps submit and hands them to ``apply`` together, so every store gets group
+commit by implementing the batch once. The shared contract test suite
+(``tests/stores``) is these docstrings made executable.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .._status import RunStatus, StepStatus
+from ..planner import Graph
+
+# --- records (what reads return; frozen, JSON values already decoded) -------
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRecord:
+    """A registered flow as the store knows it."""
+
+    flow_id: str
+    version: str
+    manifest_id: str
+    manifest: dict[str, Any]
+    enabled: bool
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run of a flow."""
+
+    run_id: str
+    flow_id: str
+    status: RunStatus
+    manifest_id: str
+    trigger_key: str
+    trigger_body: Any
+    trigger_headers: dict[str, str]
+    idempotency_key: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One step of one run."""
+
+    run_id: str
+    step_key: str
+    status: StepStatus
+    generation: int
+    """How many times the step was dispatched (0: never)."""
+    queued: bool
+    """Dispatched and waiting for a worker to claim it."""
+    attempts: int
+    inputs: Any
+    output: Any
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    owner: str | None
+    lease_until: datetime | None
+    not_before: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One execution of a step's handler (or a lost one, found by recovery)."""
+
+    run_id: str
+    step_key: str
+    attempt: int
+    generation: int
+    status: StepStatus
+    owner: str | None
+    started_at: datetime
+    finished_at: datetime
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A lifecycle event of a run, in the order the store recorded it."""
+
+    event_id: int
+    run_id: str
+    step_key: str | None
+    kind: str
+    data: Any
+    at: datetime
+
+
+# --- write operations (the input of Store.apply) ----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartRun:
+    """Create a run with every step Pending and queue its entry steps.
+
+    If the flow is disabled (or unknown to the store), nothing is written
+    and the result says ``disabled``. If ``idempotency_key`` is set and the
+    flow already has a run with that key, nothing is written and the existing
+    run id is returned. The manifest must already be saved (``upsert_flows``).
+    """
+
+    run_id: str
+    flow_id: str
+    manifest_id: str
+    step_keys: tuple[str, ...]
+    entries: tuple[str, ...]
+    trigger_key: str
+    body_json: str
+    headers_json: str
+    idempotency_key: str | None
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Take a queued step for ``owner`` until ``lease_until``.
+
+    Succeeds only if the step is Pending, queued, at ``generation``, its run is
+    Running and ``not_before`` has passed; then the step becomes Running and
+    its attempt counter goes up by one. ``want_outputs`` names steps whose
+    status, output and error the grant should carry.
+    """
+
+    flow_id: str
+    run_id: str
+    step_key: str
+    generation: int
+    owner: str
+    lease_until: datetime
+    now: datetime
+    want_outputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Complete:
+    """Record how a claimed step ended and advance its run, in one transaction.
+
+    Applies only if the step is still Running at ``generation`` for ``owner``
+    (a cancelled run, an expired lease that was recovered, or a duplicate
+    completion leave it unapplied). ``status`` Pending means "run me again
+    after ``delay`` seconds": the step is queued at the next generation.
+    Otherwise the step becomes final, an attempt is recorded, and
+    ``planner.advance`` over the run's ``graph`` decides which successors are
+    queued, which are skipped and whether the run ends.
+    """
+
+    flow_id: str
+    run_id: str
+    step_key: str
+    generation: int
+    owner: str
+    status: StepStatus
+    output_json: str | None
+    error: str | None
+    inputs_json: str | None
+    started_at: datetime
+    now: datetime
+    graph: Graph
+    delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryStep:
+    """Queue a failed, timed-out or cancelled step again and reset every step after it to Pending.
+
+    Earlier steps keep their outputs; the run becomes Running again. Raises
+    InvalidOperationError if the step is not in one of those statuses or a
+    step after it is still running.
+    """
+
+    flow_id: str
+    run_id: str
+    step_key: str
+    graph: Graph
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRun:
+    """Cancel a Running run: the run and each non-final step become Cancelled."""
+
+    run_id: str
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Reconcile:
+    """Re-evaluate a Running run from scratch: queue ready steps, skip dead ends, end it if every step is final."""
+
+    flow_id: str
+    run_id: str
+    graph: Graph
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireLease:
+    """Take back a Running step whose lease ended before ``now``.
+
+    Records the lost execution as a failed attempt and queues the step at
+    the next generation, so a late completion from the old owner is ignored.
+    """
+
+    flow_id: str
+    run_id: str
+    step_key: str
+    generation: int
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ExtendLeases:
+    """Move ``lease_until`` forward for Running steps still owned by ``owner``."""
+
+    owner: str
+    steps: tuple[tuple[str, str, int], ...]
+    lease_until: datetime
+
+
+Op = StartRun | Claim | Complete | RetryStep | CancelRun | Reconcile | ExpireLease | ExtendLeases
+
+
+# --- results ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """A step the store queued (its ledger row was inserted by this batch)."""
+
+    flow_id: str
+    run_id: str
+    step_key: str
+    generation: int
+    delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Effects:
+    """What a write caused that the engine must act on."""
+
+    dispatched: tuple[Dispatch, ...] = ()
+    finished: tuple[tuple[str, RunStatus], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """Result of StartRun."""
+
+    run_id: str | None
+    """The new run, the existing run with the same idempotency key, or None when disabled."""
+    created: bool
+    disabled: bool = False
+    effects: Effects = field(default_factory=Effects)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Result of a successful Claim: what the worker needs to run the handler."""
+
+    attempt: int
+    manifest_id: str
+    trigger_key: str
+    trigger_body_json: str
+    trigger_headers_json: str
+    outputs: Mapping[str, tuple[StepStatus, str | None, str | None]]
+    """For each wanted step that exists: (status, output JSON, error)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """Result of Complete, RetryStep, CancelRun, Reconcile, ExpireLease, ExtendLeases."""
+
+    applied: bool
+    effects: Effects = field(default_factory=Effects)
+
+
+Result = RunStarted | Grant | Applied | None
+
+
+# --- the interface --------------------------------------------------------------
+
+
+class Store(ABC):
+    """Where flows, runs, steps, attempts, the dispatch ledger and events live.
+
+    Lifecycle: ``await open()`` before anything else (it creates or migrates
+    the schema, and raises SchemaVersionError for a database newer than this
+    code), ``await close()`` at the end. Methods may be called concurrently
+    from one event loop; the store serialises what must be serialised.
+    Errors from the database driver are raised as StoreError subclasses.
+    """
+
+    #: How many ``apply`` calls the group committer may have in flight at once.
+    writers: int = 1
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect, then create or migrate the schema."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections and threads; pending writes are finished first."""
+
+    @abstractmethod
+    async def apply(self, ops: Sequence[Op]) -> list[Result]:
+        """Apply ``ops`` in order in exactly one transaction; return one result per op.
+
+        A Claim that does not succeed yields None. An op that raises
+        InvalidOperationError or UnknownRunError is reported by returning the
+        exception in its place (the others still apply); any other error
+        rolls back the whole batch and is raised.
+        """
+
+    @abstractmethod
+    async def upsert_flows(self, flows: Sequence[tuple[str, str, str, str, bool]], now: datetime) -> None:
+        """Insert or update flows given as (flow_id, version, manifest_id, manifest JSON, enabled).
+
+        ``enabled`` applies to a new flow only; an existing flow keeps its flag
+        (it may have been switched from the dashboard).
+        Manifests are also saved under their id for runs to pin.
+        """
+
+    @abstractmethod
+    async def list_flows(self) -> list[FlowRecord]:
+        """Every flow, ordered by id."""
+
+    @abstractmethod
+    async def set_flow_enabled(self, flow_id: str, enabled: bool, now: datetime) -> bool:
+        """Enable or disable a flow; False if the store has no such flow."""
+
+    @abstractmethod
+    async def get_manifest(self, manifest_id: str) -> dict[str, Any] | None:
+        """The manifest saved under ``manifest_id``, or None."""
+
+    @abstractmethod
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """One run, or None."""
+
+    @abstractmethod
+    async def list_runs(
+        self, *, flow_id: str | None = None, status: RunStatus | None = None, limit: int = 50, offset: int = 0
+    ) -> list[RunRecord]:
+        """Runs, newest first, optionally filtered."""
+
+    @abstractmethod
+    async def count_runs(self, *, flow_id: str | None = None, status: RunStatus | None = None) -> int:
+        """How many runs match the filters."""
+
+    @abstractmethod
+    async def get_steps(self, run_id: str) -> list[StepRecord]:
+        """Every step of a run (empty for an unknown run), in creation order."""
+
+    @abstractmethod
+    async def get_attempts(self, run_id: str) -> list[AttemptRecord]:
+        """Every attempt of every step of a run, oldest first."""
+
+    @abstractmethod
+    async def get_events(self, run_id: str | None = None, after: int = 0, limit: int = 1000) -> list[EventRecord]:
+        """Events with id greater than ``after``, oldest first, optionally for one run."""
+
+    @abstractmethod
+    async def find_expired_leases(self, now: datetime, limit: int = 500) -> list[tuple[str, str, str, int]]:
+        """(flow_id, run_id, step_key, generation) of Running steps whose lease ended before ``now``."""
+
+    @abstractmethod
+    async def find_queued(self, now: datetime, queued_before: datetime, limit: int = 500) -> list[Dispatch]:
+        """Steps of Running runs that were queued before ``queued_before`` and are still unclaimed.
+
+        Each Dispatch's delay is how long until the step's ``not_before``
+        (0 if already due), measured from ``now``.
+        """
+
+    @abstractmethod
+    async def find_idle_runs(self, limit: int = 500) -> list[tuple[str, str, str]]:
+        """(flow_id, run_id, manifest_id) of Running runs with no Running or queued step.
+
+        Such a run is stuck unless something re-evaluates it (a crash between
+        a completion and its successors can not leave one, but a lost write of
+        an older version or a manual database edit could).
+        """

@@ -1,0 +1,344 @@
+"""The in-memory store: everything in dicts, nothing survives the process.
+
+For tests, demos and benchmarks. It runs the same batch algorithm as the SQL
+stores (``_batch.apply_ops``) and rolls a failed batch back with an undo log,
+so it passes the same contract suite.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from .._status import FINAL_STEP_STATUSES, RunStatus, StepStatus
+from ._batch import StepState, Txn, apply_ops
+from .base import (
+    AttemptRecord,
+    Claim,
+    Complete,
+    Dispatch,
+    EventRecord,
+    ExpireLease,
+    ExtendLeases,
+    FlowRecord,
+    Grant,
+    Op,
+    Result,
+    RunRecord,
+    StartRun,
+    Store,
+    StepRecord,
+)
+
+
+@dataclass(slots=True)
+class _Run:
+    rec: RunRecord
+    body_json: str
+    headers_json: str
+
+
+@dataclass(slots=True)
+class _Step:
+    status: StepStatus
+    generation: int = 0
+    queued: bool = False
+    attempts: int = 0
+    inputs_json: str | None = None
+    output_json: str | None = None
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    owner: str | None = None
+    lease_until: datetime | None = None
+    not_before: datetime | None = None
+    queued_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class _Data:
+    flows: dict[str, FlowRecord] = field(default_factory=dict)
+    manifests: dict[str, str] = field(default_factory=dict)
+    runs: dict[str, _Run] = field(default_factory=dict)
+    run_keys: dict[tuple[str, str], str] = field(default_factory=dict)
+    steps: dict[str, dict[str, _Step]] = field(default_factory=dict)
+    ledger: set[tuple[str, str, int]] = field(default_factory=set)
+    attempts: dict[str, list[AttemptRecord]] = field(default_factory=dict)
+    events: list[EventRecord] = field(default_factory=list)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class _MemoryTxn(Txn):
+    def __init__(self, data: _Data) -> None:
+        self.d = data
+        self.undo: list[Callable[[], None]] = []
+
+    def _step(self, run_id: str, key: str) -> _Step | None:
+        steps = self.d.steps.get(run_id)
+        return None if steps is None else steps.get(key)
+
+    def _save(self, row: _Step) -> None:
+        old = replace(row)
+
+        def restore() -> None:
+            for f in row.__slots__:
+                setattr(row, f, getattr(old, f))
+
+        self.undo.append(restore)
+
+    def flow_enabled(self, flow_id: str) -> bool:
+        flow = self.d.flows.get(flow_id)
+        return flow is not None and flow.enabled
+
+    def find_run_by_key(self, flow_id: str, key: str) -> str | None:
+        return self.d.run_keys.get((flow_id, key))
+
+    def insert_run(self, op: StartRun) -> None:
+        d = self.d
+        rec = RunRecord(
+            op.run_id, op.flow_id, RunStatus.RUNNING, op.manifest_id, op.trigger_key, None, {},
+            op.idempotency_key, op.now, None,
+        )
+        d.runs[op.run_id] = _Run(rec, op.body_json, op.headers_json)
+        d.steps[op.run_id] = {k: _Step(StepStatus.PENDING) for k in op.step_keys}
+        if op.idempotency_key is not None:
+            d.run_keys[(op.flow_id, op.idempotency_key)] = op.run_id
+
+        def restore() -> None:
+            d.runs.pop(op.run_id, None)
+            d.steps.pop(op.run_id, None)
+            if op.idempotency_key is not None:
+                d.run_keys.pop((op.flow_id, op.idempotency_key), None)
+
+        self.undo.append(restore)
+
+    def run_status(self, run_id: str) -> RunStatus | None:
+        run = self.d.runs.get(run_id)
+        return None if run is None else run.rec.status
+
+    def load_steps(self, run_id: str) -> dict[str, StepState]:
+        return {k: StepState(s.status, s.generation, s.queued) for k, s in self.d.steps.get(run_id, {}).items()}
+
+    def queue(self, run_id: str, items: Sequence[tuple[str, int]], not_before: datetime, now: datetime) -> list[tuple[str, int]]:
+        out = []
+        for key, gen in items:
+            entry = (run_id, key, gen)
+            row = self._step(run_id, key)
+            if entry in self.d.ledger or row is None:
+                continue
+            self.d.ledger.add(entry)
+            self.undo.append(lambda e=entry: self.d.ledger.discard(e))  # type: ignore[misc]
+            self._save(row)
+            row.status, row.queued, row.generation = StepStatus.PENDING, True, gen
+            row.not_before, row.queued_at = not_before, now
+            out.append((key, gen))
+        return out
+
+    def claim(self, op: Claim) -> Grant | None:
+        run = self.d.runs.get(op.run_id)
+        row = self._step(op.run_id, op.step_key)
+        if (
+            run is None or row is None or run.rec.status is not RunStatus.RUNNING
+            or row.status is not StepStatus.PENDING or not row.queued or row.generation != op.generation
+            or (row.not_before is not None and row.not_before > op.now)
+        ):
+            return None
+        self._save(row)
+        row.status, row.queued, row.owner, row.lease_until = StepStatus.RUNNING, False, op.owner, op.lease_until
+        row.attempts += 1
+        row.started_at = op.now
+        steps = self.d.steps[op.run_id]
+        outputs = {k: (steps[k].status, steps[k].output_json, steps[k].error) for k in op.want_outputs if k in steps}
+        return Grant(row.attempts, run.rec.manifest_id, run.rec.trigger_key, run.body_json, run.headers_json, outputs)
+
+    def finish_step(self, op: Complete, attempt_status: StepStatus) -> bool:
+        row = self._step(op.run_id, op.step_key)
+        if row is None or row.status is not StepStatus.RUNNING or row.generation != op.generation or row.owner != op.owner:
+            return False
+        self._save(row)
+        row.status, row.owner, row.lease_until = op.status, None, None
+        row.output_json, row.error, row.inputs_json = op.output_json, op.error, op.inputs_json
+        if op.status in FINAL_STEP_STATUSES:
+            row.finished_at = op.now
+        self._attempt(AttemptRecord(op.run_id, op.step_key, row.attempts, op.generation, attempt_status, op.owner, op.started_at, op.now, op.error))
+        return True
+
+    def _attempt(self, rec: AttemptRecord) -> None:
+        lst = self.d.attempts.setdefault(rec.run_id, [])
+        lst.append(rec)
+        self.undo.append(lst.pop)
+
+    def set_steps(self, run_id: str, keys: Iterable[str], status: StepStatus, now: datetime, *, reset: bool = False) -> None:
+        for k in keys:
+            row = self._step(run_id, k)
+            if row is None:
+                continue
+            self._save(row)
+            row.status, row.queued = status, False
+            if reset:
+                row.output_json = row.error = row.inputs_json = None
+                row.started_at = row.finished_at = row.owner = row.lease_until = row.not_before = None
+            elif status in FINAL_STEP_STATUSES:
+                row.finished_at = now
+
+    def _set_run(self, run_id: str, rec: RunRecord) -> None:
+        run = self.d.runs[run_id]
+        old = run.rec
+        run.rec = rec
+        self.undo.append(lambda: setattr(run, "rec", old))
+
+    def finish_run(self, run_id: str, status: RunStatus, now: datetime) -> bool:
+        run = self.d.runs.get(run_id)
+        if run is None or run.rec.status is not RunStatus.RUNNING:
+            return False
+        self._set_run(run_id, replace(run.rec, status=status, finished_at=now))
+        return True
+
+    def reopen_run(self, run_id: str) -> None:
+        run = self.d.runs[run_id]
+        self._set_run(run_id, replace(run.rec, status=RunStatus.RUNNING, finished_at=None))
+
+    def expire(self, op: ExpireLease) -> bool:
+        row = self._step(op.run_id, op.step_key)
+        if (
+            row is None or row.status is not StepStatus.RUNNING or row.generation != op.generation
+            or row.lease_until is None or row.lease_until >= op.now
+        ):
+            return False
+        self._save(row)
+        self._attempt(AttemptRecord(
+            op.run_id, op.step_key, row.attempts, op.generation, StepStatus.FAILED, row.owner,
+            row.started_at or op.now, op.now, f"lease expired: worker {row.owner} stopped responding",
+        ))
+        row.status, row.owner, row.lease_until = StepStatus.PENDING, None, None
+        return True
+
+    def extend_leases(self, op: ExtendLeases) -> None:
+        for run_id, key, gen in op.steps:
+            row = self._step(run_id, key)
+            if row is not None and row.status is StepStatus.RUNNING and row.generation == gen and row.owner == op.owner:
+                self._save(row)
+                row.lease_until = op.lease_until
+
+    def event(self, run_id: str, step_key: str | None, kind: str, data: object, now: datetime) -> None:
+        ev = self.d.events
+        ev.append(EventRecord(len(ev) + 1, run_id, step_key, kind, data, now))
+        self.undo.append(ev.pop)
+
+
+class MemoryStore(Store):
+    """A store that keeps everything in this process's memory."""
+
+    def __init__(self) -> None:
+        self._d = _Data()
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def apply(self, ops: Sequence[Op]) -> list[Result]:
+        tx = _MemoryTxn(self._d)
+        try:
+            return apply_ops(tx, ops)
+        except BaseException:
+            for undo in reversed(tx.undo):
+                undo()
+            raise
+
+    async def upsert_flows(self, flows: Sequence[tuple[str, str, str, str, bool]], now: datetime) -> None:
+        for flow_id, version, manifest_id, manifest_json, enabled in flows:
+            old = self._d.flows.get(flow_id)
+            self._d.manifests.setdefault(manifest_id, manifest_json)
+            self._d.flows[flow_id] = FlowRecord(
+                flow_id, version, manifest_id, json.loads(manifest_json), enabled if old is None else old.enabled, now
+            )
+
+    async def list_flows(self) -> list[FlowRecord]:
+        return [self._d.flows[k] for k in sorted(self._d.flows)]
+
+    async def set_flow_enabled(self, flow_id: str, enabled: bool, now: datetime) -> bool:
+        old = self._d.flows.get(flow_id)
+        if old is None:
+            return False
+        self._d.flows[flow_id] = replace(old, enabled=enabled, updated_at=now)
+        return True
+
+    async def get_manifest(self, manifest_id: str) -> dict[str, Any] | None:
+        text = self._d.manifests.get(manifest_id)
+        return None if text is None else dict(json.loads(text))
+
+    def _run(self, run: _Run) -> RunRecord:
+        return replace(run.rec, trigger_body=_loads(run.body_json), trigger_headers=_loads(run.headers_json) or {})
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        run = self._d.runs.get(run_id)
+        return None if run is None else self._run(run)
+
+    def _filter(self, flow_id: str | None, status: RunStatus | None) -> list[_Run]:
+        return [
+            r for r in self._d.runs.values()
+            if (flow_id is None or r.rec.flow_id == flow_id) and (status is None or r.rec.status is status)
+        ]
+
+    async def list_runs(
+        self, *, flow_id: str | None = None, status: RunStatus | None = None, limit: int = 50, offset: int = 0
+    ) -> list[RunRecord]:
+        runs = self._filter(flow_id, status)
+        runs.sort(key=lambda r: r.rec.run_id, reverse=True)
+        return [self._run(r) for r in runs[offset : offset + limit]]
+
+    async def count_runs(self, *, flow_id: str | None = None, status: RunStatus | None = None) -> int:
+        return len(self._filter(flow_id, status))
+
+    async def get_steps(self, run_id: str) -> list[StepRecord]:
+        return [
+            StepRecord(
+                run_id, k, s.status, s.generation, s.queued, s.attempts, _loads(s.inputs_json), _loads(s.output_json),
+                s.error, s.started_at, s.finished_at, s.owner, s.lease_until, s.not_before,
+            )
+            for k, s in self._d.steps.get(run_id, {}).items()
+        ]
+
+    async def get_attempts(self, run_id: str) -> list[AttemptRecord]:
+        return list(self._d.attempts.get(run_id, []))
+
+    async def get_events(self, run_id: str | None = None, after: int = 0, limit: int = 1000) -> list[EventRecord]:
+        evs = self._d.events[after:]
+        return [e for e in evs if run_id is None or e.run_id == run_id][:limit]
+
+    async def find_expired_leases(self, now: datetime, limit: int = 500) -> list[tuple[str, str, str, int]]:
+        out = []
+        for run_id, steps in self._d.steps.items():
+            for k, s in steps.items():
+                if s.status is StepStatus.RUNNING and s.lease_until is not None and s.lease_until < now:
+                    out.append((self._d.runs[run_id].rec.flow_id, run_id, k, s.generation))
+        return out[:limit]
+
+    async def find_queued(self, now: datetime, queued_before: datetime, limit: int = 500) -> list[Dispatch]:
+        out = []
+        for run_id, steps in self._d.steps.items():
+            run = self._d.runs[run_id].rec
+            if run.status is not RunStatus.RUNNING:
+                continue
+            for k, s in steps.items():
+                if s.queued and s.queued_at is not None and s.queued_at < queued_before:
+                    delay = max(0.0, (s.not_before - now).total_seconds()) if s.not_before else 0.0
+                    out.append(Dispatch(run.flow_id, run_id, k, s.generation, delay))
+        return out[:limit]
+
+    async def find_idle_runs(self, limit: int = 500) -> list[tuple[str, str, str]]:
+        out = []
+        for run_id, run in self._d.runs.items():
+            if run.rec.status is RunStatus.RUNNING and not any(
+                s.queued or s.status is StepStatus.RUNNING for s in self._d.steps[run_id].values()
+            ):
+                out.append((run.rec.flow_id, run_id, run.rec.manifest_id))
+        return out[:limit]
