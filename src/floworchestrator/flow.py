@@ -211,6 +211,9 @@ def _validate_one(flow: Flow, fid: str, handler_types: Collection[str]) -> list[
         if step.type not in handler_types:
             out.append(Problem(fid, f"no handler is registered for type {step.type!r}", step=key, field="type"))
         preds[key] = {}
+        if not isinstance(step.run_after, Mapping):
+            out.append(Problem(fid, "run_after must map step keys to lists of statuses", step=key, field="run_after"))
+            continue
         for pred, allowed in step.run_after.items():
             if pred not in flow.steps:
                 out.append(Problem(fid, f"run_after names unknown step {pred!r}", step=key, field="run_after"))
@@ -234,14 +237,14 @@ def _validate_one(flow: Flow, fid: str, handler_types: Collection[str]) -> list[
             preds[key][pred] = frozenset(sts)
         _, expr_problems = compile_inputs(step.inputs, "inputs")
         out.extend(Problem(fid, msg, step=key, field=where) for where, msg in expr_problems)
+    if flow.steps and not any(isinstance(s, Step) and not s.run_after for s in flow.steps.values()):
+        out.append(Problem(fid, "the flow has no entry step (a step with no run_after)", field="steps"))
     if len(preds) == len(flow.steps) and flow.steps:
         try:
             graph = Graph.build(preds)
         except ValueError as exc:
             out.append(Problem(fid, f"the steps form a cycle: {exc}", field="run_after"))
         else:
-            if not graph.entries:
-                out.append(Problem(fid, "the flow has no entry step (a step with no run_after)"))
             for key, step in flow.steps.items():
                 template, _ = compile_inputs(step.inputs, "inputs")
                 ancestors = _ancestors(graph, key)

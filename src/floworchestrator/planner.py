@@ -71,7 +71,17 @@ class Graph:
                 if indeg[s] == 0:
                     ready.append(s)
         if len(order) != len(preds):
-            raise ValueError(", ".join(sorted(k for k in preds if indeg[k] > 0)))
+            # Left over: the cycles and the steps after them. Trim the steps that
+            # lead to nothing left over, so the message names only the cycles.
+            rest = {k for k in preds if indeg[k] > 0}
+            trimmed = True
+            while trimmed:
+                trimmed = False
+                for k in sorted(rest):
+                    if not any(s in rest for s in succs[k]):
+                        rest.discard(k)
+                        trimmed = True
+            raise ValueError(", ".join(sorted(rest)))
         return cls(tuple(order), preds, {k: tuple(v) for k, v in succs.items()})
 
 
@@ -139,10 +149,11 @@ def classify(graph: Graph, statuses: Mapping[str, StepStatus]) -> RunStatus | No
     for k in graph.order:
         if statuses[k] not in FINAL_STEP_STATUSES:
             return None
+    # Cancelled wins over failures wherever the steps sit in the order.
+    if any(statuses[k] is StepStatus.CANCELLED for k in graph.order):
+        return RunStatus.CANCELLED
     for k in graph.order:
         st = statuses[k]
-        if st is StepStatus.CANCELLED:
-            return RunStatus.CANCELLED
         if st in _FAILURES and not _handled(graph, k, st, statuses):
             return RunStatus.FAILED
     return RunStatus.SUCCEEDED

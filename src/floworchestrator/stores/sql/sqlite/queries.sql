@@ -1,0 +1,157 @@
+-- Named queries for SQLite. Parameters are always bound, never interpolated.
+
+-- name: get_schema_version
+SELECT version FROM fo_schema_version;
+
+-- name: set_schema_version
+UPDATE fo_schema_version SET version = ?;
+
+-- name: insert_schema_version
+INSERT INTO fo_schema_version (version) VALUES (?);
+
+-- name: upsert_manifest
+INSERT INTO fo_manifests (manifest_id, flow_id, manifest) VALUES (?, ?, ?)
+ON CONFLICT (manifest_id) DO NOTHING;
+
+-- name: upsert_flow
+INSERT INTO fo_flows (flow_id, version, manifest_id, enabled, updated_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (flow_id) DO UPDATE SET version = excluded.version, manifest_id = excluded.manifest_id,
+    updated_at = excluded.updated_at;
+
+-- name: list_flows
+SELECT f.flow_id, f.version, f.manifest_id, m.manifest, f.enabled, f.updated_at
+FROM fo_flows f JOIN fo_manifests m ON m.manifest_id = f.manifest_id
+ORDER BY f.flow_id;
+
+-- name: set_flow_enabled
+UPDATE fo_flows SET enabled = ?, updated_at = ? WHERE flow_id = ?;
+
+-- name: flow_enabled
+SELECT enabled FROM fo_flows WHERE flow_id = ?;
+
+-- name: get_manifest
+SELECT manifest FROM fo_manifests WHERE manifest_id = ?;
+
+-- name: find_run_by_key
+SELECT run_id FROM fo_runs WHERE flow_id = ? AND idempotency_key = ?;
+
+-- name: insert_run
+INSERT INTO fo_runs (run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_headers,
+    idempotency_key, created_at, finished_at)
+VALUES (?, ?, 'Running', ?, ?, ?, ?, ?, ?, NULL);
+
+-- name: insert_step
+INSERT INTO fo_steps (run_id, step_key, seq, status) VALUES (?, ?, ?, 'Pending');
+
+-- name: run_status
+SELECT status FROM fo_runs WHERE run_id = ?;
+
+-- name: load_steps
+SELECT step_key, status, generation, queued FROM fo_steps WHERE run_id = ?;
+
+-- name: insert_dispatch
+INSERT OR IGNORE INTO fo_dispatches (run_id, step_key, generation, dispatched_at) VALUES (?, ?, ?, ?);
+
+-- name: queue_step
+UPDATE fo_steps SET status = 'Pending', queued = 1, generation = ?, not_before = ?, queued_at = ?
+WHERE run_id = ? AND step_key = ?;
+
+-- name: claim_step
+UPDATE fo_steps SET status = 'Running', queued = 0, owner = ?, lease_until = ?, attempts = attempts + 1, started_at = ?
+WHERE run_id = ? AND step_key = ? AND status = 'Pending' AND queued = 1 AND generation = ?
+  AND (not_before IS NULL OR not_before <= ?)
+  AND EXISTS (SELECT 1 FROM fo_runs r WHERE r.run_id = fo_steps.run_id AND r.status = 'Running')
+RETURNING attempts;
+
+-- name: claim_context
+SELECT manifest_id, trigger_key, trigger_body, trigger_headers FROM fo_runs WHERE run_id = ?;
+
+-- name: step_output
+SELECT status, output, error FROM fo_steps WHERE run_id = ? AND step_key = ?;
+
+-- name: finish_step
+UPDATE fo_steps SET status = ?, owner = NULL, lease_until = NULL, output = ?, error = ?, inputs = ?,
+    finished_at = ?
+WHERE run_id = ? AND step_key = ? AND status = 'Running' AND generation = ? AND owner = ?
+RETURNING attempts;
+
+-- name: insert_attempt
+INSERT INTO fo_attempts (run_id, step_key, attempt, generation, status, owner, started_at, finished_at, error)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: set_step_status
+UPDATE fo_steps SET status = ?, queued = 0, finished_at = ? WHERE run_id = ? AND step_key = ?;
+
+-- name: reset_step
+UPDATE fo_steps SET status = ?, queued = 0, inputs = NULL, output = NULL, error = NULL, started_at = NULL,
+    finished_at = NULL, owner = NULL, lease_until = NULL, not_before = NULL
+WHERE run_id = ? AND step_key = ?;
+
+-- name: finish_run
+UPDATE fo_runs SET status = ?, finished_at = ? WHERE run_id = ? AND status = 'Running';
+
+-- name: reopen_run
+UPDATE fo_runs SET status = 'Running', finished_at = NULL WHERE run_id = ?;
+
+-- name: expiring_step
+SELECT attempts, owner, started_at FROM fo_steps
+WHERE run_id = ? AND step_key = ? AND status = 'Running' AND generation = ? AND lease_until < ?;
+
+-- name: expire_step
+UPDATE fo_steps SET status = 'Pending', owner = NULL, lease_until = NULL WHERE run_id = ? AND step_key = ?;
+
+-- name: extend_lease
+UPDATE fo_steps SET lease_until = ?
+WHERE run_id = ? AND step_key = ? AND generation = ? AND owner = ? AND status = 'Running';
+
+-- name: insert_event
+INSERT INTO fo_events (run_id, step_key, kind, data, at) VALUES (?, ?, ?, ?, ?);
+
+-- name: get_run
+SELECT run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_headers, idempotency_key,
+    created_at, finished_at
+FROM fo_runs WHERE run_id = ?;
+
+-- name: list_runs
+SELECT run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_headers, idempotency_key,
+    created_at, finished_at
+FROM fo_runs
+WHERE (:flow_id IS NULL OR flow_id = :flow_id) AND (:status IS NULL OR status = :status)
+ORDER BY run_id DESC LIMIT :limit OFFSET :offset;
+
+-- name: count_runs
+SELECT count(*) FROM fo_runs
+WHERE (:flow_id IS NULL OR flow_id = :flow_id) AND (:status IS NULL OR status = :status);
+
+-- name: get_steps
+SELECT run_id, step_key, status, generation, queued, attempts, inputs, output, error, started_at, finished_at,
+    owner, lease_until, not_before
+FROM fo_steps WHERE run_id = ? ORDER BY seq;
+
+-- name: get_attempts
+SELECT run_id, step_key, attempt, generation, status, owner, started_at, finished_at, error
+FROM fo_attempts WHERE run_id = ? ORDER BY started_at, attempt;
+
+-- name: get_events
+SELECT event_id, run_id, step_key, kind, data, at FROM fo_events
+WHERE event_id > :after AND (:run_id IS NULL OR run_id = :run_id)
+ORDER BY event_id LIMIT :limit;
+
+-- name: find_expired_leases
+SELECT r.flow_id, s.run_id, s.step_key, s.generation
+FROM fo_steps s JOIN fo_runs r ON r.run_id = s.run_id
+WHERE s.status = 'Running' AND s.lease_until < ?
+LIMIT ?;
+
+-- name: find_queued
+SELECT r.flow_id, s.run_id, s.step_key, s.generation, s.not_before
+FROM fo_steps s JOIN fo_runs r ON r.run_id = s.run_id
+WHERE s.queued = 1 AND s.queued_at < ? AND r.status = 'Running'
+ORDER BY s.queued_at
+LIMIT ?;
+
+-- name: find_idle_runs
+SELECT r.flow_id, r.run_id, r.manifest_id FROM fo_runs r
+WHERE r.status = 'Running'
+  AND NOT EXISTS (SELECT 1 FROM fo_steps s WHERE s.run_id = r.run_id AND (s.queued = 1 OR s.status = 'Running'))
+LIMIT ?;

@@ -1,0 +1,393 @@
+"""The SQLite store: the embedded default.
+
+One writer thread owns the only writing connection and applies each batch in
+one ``BEGIN IMMEDIATE`` transaction (WAL mode, ``synchronous=FULL`` by
+default, so a committed step survives power loss). Reads go through a small
+pool of reader threads with their own connections; WAL lets them run while
+the writer writes. Several processes may share one database file: SQLite's
+lock and ``busy_timeout`` serialise their writers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .._status import FINAL_STEP_STATUSES, RunStatus, StepStatus
+from ..exceptions import SchemaVersionError, StoreError, StoreUnavailableError
+from . import sql
+from ._batch import StepState, Txn, apply_ops
+from .base import (
+    AttemptRecord,
+    Claim,
+    Complete,
+    Dispatch,
+    EventRecord,
+    ExpireLease,
+    ExtendLeases,
+    FlowRecord,
+    Grant,
+    Op,
+    Result,
+    RunRecord,
+    StartRun,
+    StepRecord,
+    Store,
+)
+
+T = TypeVar("T")
+Q = sql.queries("sqlite")
+_STATUS = {s.value: s for s in StepStatus}
+_RUN_STATUS = {s.value: s for s in RunStatus}
+
+
+def _ts(dt: datetime) -> float:
+    return dt.timestamp()
+
+
+def _dt(x: float | None) -> datetime | None:
+    return None if x is None else datetime.fromtimestamp(x, timezone.utc)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _script(conn: sqlite3.Connection, script: str) -> None:
+    # executescript() would COMMIT the open transaction first; run statement by statement instead.
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            conn.execute(buf)
+            buf = ""
+    if buf.strip() and not all(x.strip().startswith("--") for x in buf.splitlines() if x.strip()):
+        raise StoreError(f"incomplete SQL statement in schema script: {buf.strip()[:80]!r}")
+
+
+class _SQLiteTxn(Txn):
+    __slots__ = ("c",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.c = conn
+
+    def flow_enabled(self, flow_id: str) -> bool:
+        row = self.c.execute(Q["flow_enabled"], (flow_id,)).fetchone()
+        return bool(row and row[0])
+
+    def find_run_by_key(self, flow_id: str, key: str) -> str | None:
+        row = self.c.execute(Q["find_run_by_key"], (flow_id, key)).fetchone()
+        return None if row is None else str(row[0])
+
+    def insert_run(self, op: StartRun) -> None:
+        self.c.execute(
+            Q["insert_run"],
+            (op.run_id, op.flow_id, op.manifest_id, op.trigger_key, op.body_json, op.headers_json, op.idempotency_key, _ts(op.now)),
+        )
+        self.c.executemany(Q["insert_step"], [(op.run_id, k, i) for i, k in enumerate(op.step_keys)])
+
+    def run_status(self, run_id: str) -> RunStatus | None:
+        row = self.c.execute(Q["run_status"], (run_id,)).fetchone()
+        return None if row is None else _RUN_STATUS[row[0]]
+
+    def load_steps(self, run_id: str) -> dict[str, StepState]:
+        return {k: StepState(_STATUS[st], gen, bool(q)) for k, st, gen, q in self.c.execute(Q["load_steps"], (run_id,))}
+
+    def queue(self, run_id: str, items: Sequence[tuple[str, int]], not_before: datetime, now: datetime) -> list[tuple[str, int]]:
+        out = []
+        t_now, t_nb = _ts(now), _ts(not_before)
+        for key, gen in items:
+            if self.c.execute(Q["insert_dispatch"], (run_id, key, gen, t_now)).rowcount == 1:
+                self.c.execute(Q["queue_step"], (gen, t_nb, t_now, run_id, key))
+                out.append((key, gen))
+        return out
+
+    def claim(self, op: Claim) -> Grant | None:
+        t = _ts(op.now)
+        row = self.c.execute(
+            Q["claim_step"], (op.owner, _ts(op.lease_until), t, op.run_id, op.step_key, op.generation, t)
+        ).fetchone()
+        if row is None:
+            return None
+        manifest_id, trigger_key, body, headers = self.c.execute(Q["claim_context"], (op.run_id,)).fetchone()
+        outputs = {}
+        for k in op.want_outputs:
+            r = self.c.execute(Q["step_output"], (op.run_id, k)).fetchone()
+            if r is not None:
+                outputs[k] = (_STATUS[r[0]], r[1], r[2])
+        return Grant(row[0], manifest_id, trigger_key, body, headers, outputs)
+
+    def finish_step(self, op: Complete, attempt_status: StepStatus) -> bool:
+        t = _ts(op.now)
+        final = op.status in FINAL_STEP_STATUSES
+        row = self.c.execute(
+            Q["finish_step"],
+            (op.status.value, op.output_json, op.error, op.inputs_json, t if final else None,
+             op.run_id, op.step_key, op.generation, op.owner),
+        ).fetchone()
+        if row is None:
+            return False
+        self.c.execute(
+            Q["insert_attempt"],
+            (op.run_id, op.step_key, row[0], op.generation, attempt_status.value, op.owner, _ts(op.started_at), t, op.error),
+        )
+        return True
+
+    def set_steps(self, run_id: str, keys: Iterable[str], status: StepStatus, now: datetime, *, reset: bool = False) -> None:
+        if reset:
+            self.c.executemany(Q["reset_step"], [(status.value, run_id, k) for k in keys])
+        else:
+            fin = _ts(now) if status in FINAL_STEP_STATUSES else None
+            self.c.executemany(Q["set_step_status"], [(status.value, fin, run_id, k) for k in keys])
+
+    def finish_run(self, run_id: str, status: RunStatus, now: datetime) -> bool:
+        return self.c.execute(Q["finish_run"], (status.value, _ts(now), run_id)).rowcount == 1
+
+    def reopen_run(self, run_id: str) -> None:
+        self.c.execute(Q["reopen_run"], (run_id,))
+
+    def expire(self, op: ExpireLease) -> bool:
+        t = _ts(op.now)
+        row = self.c.execute(Q["expiring_step"], (op.run_id, op.step_key, op.generation, t)).fetchone()
+        if row is None:
+            return False
+        attempts, owner, started = row
+        self.c.execute(
+            Q["insert_attempt"],
+            (op.run_id, op.step_key, attempts, op.generation, StepStatus.FAILED.value, owner, started if started is not None else t, t,
+             f"lease expired: worker {owner} stopped responding"),
+        )
+        self.c.execute(Q["expire_step"], (op.run_id, op.step_key))
+        return True
+
+    def extend_leases(self, op: ExtendLeases) -> None:
+        t = _ts(op.lease_until)
+        self.c.executemany(Q["extend_lease"], [(t, r, k, g, op.owner) for r, k, g in op.steps])
+
+    def event(self, run_id: str, step_key: str | None, kind: str, data: object, now: datetime) -> None:
+        self.c.execute(Q["insert_event"], (run_id, step_key, kind, None if data is None else json.dumps(data), _ts(now)))
+
+
+class SQLiteStore(Store):
+    """A store in one SQLite database file (``":memory:"`` keeps it in this process)."""
+
+    writers = 1
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", readers: int = 2, busy_timeout: float = 30.0) -> None:
+        self.path = str(path)
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):
+            raise ValueError("synchronous must be FULL, NORMAL, EXTRA or OFF")
+        self.synchronous = synchronous.upper()
+        self.busy_timeout = busy_timeout
+        self._readers = readers
+        self._writer: ThreadPoolExecutor | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        if self.path == ":memory:":
+            # Every connection must see the same in-memory database.
+            self.path = f"file:floworchestrator-{id(self)}?mode=memory&cache=shared"
+            self._uri = True
+        else:
+            self._uri = self.path.startswith("file:")
+
+    # -- connections and threads --------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, uri=self._uri, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
+                conn.execute("PRAGMA foreign_keys=OFF")
+            except sqlite3.Error as exc:
+                raise StoreUnavailableError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    async def _run(self, pool: ThreadPoolExecutor | None, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if pool is None:
+            raise StoreError("the SQLite store is not open")
+
+        def call() -> T:
+            conn = self._connect()
+            try:
+                return fn(conn)
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StoreError(f"SQLite error: {exc}") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(pool, call)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(self._reader, fn)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(self._writer, fn)
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        if not self._uri:
+            parent = Path(self.path).parent
+            if not parent.exists():
+                raise StoreUnavailableError(f"cannot open SQLite database {self.path!r}: folder {str(parent)!r} does not exist")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="floworchestrator-sqlite-writer")
+        self._reader = ThreadPoolExecutor(self._readers, thread_name_prefix="floworchestrator-sqlite-reader")
+        try:
+            await self._write(self._migrate)
+        except BaseException:
+            await self.close()
+            raise
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        target = sql.schema_version("sqlite")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='fo_schema_version'").fetchone()
+            if not exists:
+                _script(conn, sql.schema("sqlite"))
+                conn.execute(Q["insert_schema_version"], (target,))
+            else:
+                (version,) = conn.execute(Q["get_schema_version"]).fetchone()
+                if version > target:
+                    raise SchemaVersionError(
+                        f"the database {self.path!r} has schema version {version}, newer than this floworchestrator "
+                        f"understands ({target}); upgrade floworchestrator"
+                    )
+                for number, _name, script in sql.migrations("sqlite"):
+                    if number > version:
+                        _script(conn, script)
+                if version < target:
+                    conn.execute(Q["set_schema_version"], (target,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        pools = [p for p in (self._writer, self._reader) if p is not None]
+        self._writer = self._reader = None
+        for pool in pools:
+            pool.shutdown(wait=True)
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+        self._local = threading.local()
+
+    # -- writes ----------------------------------------------------------------
+
+    async def apply(self, ops: Sequence[Op]) -> list[Result]:
+        def txn(conn: sqlite3.Connection) -> list[Result]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                results = apply_ops(_SQLiteTxn(conn), ops)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return results
+
+        return await self._write(txn)
+
+    async def upsert_flows(self, flows: Sequence[tuple[str, str, str, str, bool]], now: datetime) -> None:
+        def txn(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            for flow_id, version, manifest_id, manifest_json, enabled in flows:
+                conn.execute(Q["upsert_manifest"], (manifest_id, flow_id, manifest_json))
+                conn.execute(Q["upsert_flow"], (flow_id, version, manifest_id, int(enabled), _ts(now)))
+            conn.execute("COMMIT")
+
+        await self._write(txn)
+
+    async def set_flow_enabled(self, flow_id: str, enabled: bool, now: datetime) -> bool:
+        return await self._write(lambda c: c.execute(Q["set_flow_enabled"], (int(enabled), _ts(now), flow_id)).rowcount == 1)
+
+    # -- reads -------------------------------------------------------------------
+
+    async def list_flows(self) -> list[FlowRecord]:
+        rows = await self._read(lambda c: c.execute(Q["list_flows"]).fetchall())
+        return [FlowRecord(r[0], r[1], r[2], json.loads(r[3]), bool(r[4]), _dt(r[5]) or datetime.now(timezone.utc)) for r in rows]
+
+    async def get_manifest(self, manifest_id: str) -> dict[str, Any] | None:
+        row = await self._read(lambda c: c.execute(Q["get_manifest"], (manifest_id,)).fetchone())
+        return None if row is None else dict(json.loads(row[0]))
+
+    @staticmethod
+    def _run_record(r: Sequence[Any]) -> RunRecord:
+        created = _dt(r[8])
+        assert created is not None
+        return RunRecord(r[0], r[1], _RUN_STATUS[r[2]], r[3], r[4], _loads(r[5]), _loads(r[6]) or {}, r[7], created, _dt(r[9]))
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        row = await self._read(lambda c: c.execute(Q["get_run"], (run_id,)).fetchone())
+        return None if row is None else self._run_record(row)
+
+    async def list_runs(
+        self, *, flow_id: str | None = None, status: RunStatus | None = None, limit: int = 50, offset: int = 0
+    ) -> list[RunRecord]:
+        params = {"flow_id": flow_id, "status": status.value if status else None, "limit": limit, "offset": offset}
+        rows = await self._read(lambda c: c.execute(Q["list_runs"], params).fetchall())
+        return [self._run_record(r) for r in rows]
+
+    async def count_runs(self, *, flow_id: str | None = None, status: RunStatus | None = None) -> int:
+        params = {"flow_id": flow_id, "status": status.value if status else None}
+        row = await self._read(lambda c: c.execute(Q["count_runs"], params).fetchone())
+        return int(row[0])
+
+    async def get_steps(self, run_id: str) -> list[StepRecord]:
+        rows = await self._read(lambda c: c.execute(Q["get_steps"], (run_id,)).fetchall())
+        return [
+            StepRecord(
+                r[0], r[1], _STATUS[r[2]], r[3], bool(r[4]), r[5], _loads(r[6]), _loads(r[7]), r[8],
+                _dt(r[9]), _dt(r[10]), r[11], _dt(r[12]), _dt(r[13]),
+            )
+            for r in rows
+        ]
+
+    async def get_attempts(self, run_id: str) -> list[AttemptRecord]:
+        rows = await self._read(lambda c: c.execute(Q["get_attempts"], (run_id,)).fetchall())
+        out = []
+        for r in rows:
+            started, finished = _dt(r[6]), _dt(r[7])
+            assert started is not None and finished is not None
+            out.append(AttemptRecord(r[0], r[1], r[2], r[3], _STATUS[r[4]], r[5], started, finished, r[8]))
+        return out
+
+    async def get_events(self, run_id: str | None = None, after: int = 0, limit: int = 1000) -> list[EventRecord]:
+        params = {"after": after, "run_id": run_id, "limit": limit}
+        rows = await self._read(lambda c: c.execute(Q["get_events"], params).fetchall())
+        out = []
+        for r in rows:
+            at = _dt(r[5])
+            assert at is not None
+            out.append(EventRecord(r[0], r[1], r[2], r[3], _loads(r[4]), at))
+        return out
+
+    async def find_expired_leases(self, now: datetime, limit: int = 500) -> list[tuple[str, str, str, int]]:
+        rows = await self._read(lambda c: c.execute(Q["find_expired_leases"], (_ts(now), limit)).fetchall())
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def find_queued(self, now: datetime, queued_before: datetime, limit: int = 500) -> list[Dispatch]:
+        rows = await self._read(lambda c: c.execute(Q["find_queued"], (_ts(queued_before), limit)).fetchall())
+        t = _ts(now)
+        return [Dispatch(r[0], r[1], r[2], r[3], max(0.0, (r[4] or t) - t)) for r in rows]
+
+    async def find_idle_runs(self, limit: int = 500) -> list[tuple[str, str, str]]:
+        rows = await self._read(lambda c: c.execute(Q["find_idle_runs"], (limit,)).fetchall())
+        return [(r[0], r[1], r[2]) for r in rows]
