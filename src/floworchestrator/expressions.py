@@ -182,7 +182,7 @@ class _Parser:
             expected = value or kind or "more"
             raise ExpressionError(f"unexpected end, expected {expected!r}", self.text, len(self.text))
         if (kind is not None and tok.kind != kind) or (value is not None and tok.value != value):
-            expected = value or kind
+            expected = value or kind or "more"
             raise ExpressionError(f"expected {expected!r} but found {tok.value!r}", self.text, tok.pos)
         self.i += 1
         return tok
@@ -229,7 +229,8 @@ class _Parser:
 
 def parse_value(text: str) -> Path:
     """Parse one value expression such as ``@triggerBody()?.a.b[0]``; raise ExpressionError."""
-    parser = _Parser(text.strip())
+    text = text.strip()  # positions in errors refer to this text
+    parser = _Parser(text)
     path = parser.path()
     if (extra := parser.peek()) is not None:
         raise ExpressionError(f"unexpected {extra.value!r} after the expression", text, extra.pos)

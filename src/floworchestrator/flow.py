@@ -211,18 +211,19 @@ def _validate_one(flow: Flow, fid: str, handler_types: Collection[str]) -> list[
         if step.type not in handler_types:
             out.append(Problem(fid, f"no handler is registered for type {step.type!r}", step=key, field="type"))
         preds[key] = {}
-        if not isinstance(step.run_after, Mapping):
+        run_after = step.run_after if isinstance(step.run_after, Mapping) else {}
+        if run_after is not step.run_after:
             out.append(Problem(fid, "run_after must map step keys to lists of statuses", step=key, field="run_after"))
-            continue
-        for pred, allowed in step.run_after.items():
+        for pred, allowed in run_after.items():
             if pred not in flow.steps:
                 out.append(Problem(fid, f"run_after names unknown step {pred!r}", step=key, field="run_after"))
                 continue
             if pred == key:
                 out.append(Problem(fid, "a step cannot run after itself", step=key, field="run_after"))
                 continue
-            if isinstance(allowed, str):
-                out.append(Problem(fid, f"run_after[{pred!r}] must be a list of statuses, not a string", step=key, field="run_after"))
+            if isinstance(allowed, str) or not isinstance(allowed, Collection):
+                what = "a string" if isinstance(allowed, str) else type(allowed).__name__
+                out.append(Problem(fid, f"run_after[{pred!r}] must be a list of statuses, not {what}", step=key, field="run_after"))
                 continue
             sts: set[StepStatus] = set()
             for x in allowed:

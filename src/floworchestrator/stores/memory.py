@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from .._status import FINAL_STEP_STATUSES, RunStatus, StepStatus
+from ..exceptions import StoreError
 from ._batch import StepState, Txn, apply_ops
 from .base import (
     AttemptRecord,
@@ -101,6 +102,8 @@ class _MemoryTxn(Txn):
 
     def insert_run(self, op: StartRun) -> None:
         d = self.d
+        if op.run_id in d.runs:
+            raise StoreError(f"a run with id {op.run_id!r} already exists")
         rec = RunRecord(
             op.run_id, op.flow_id, RunStatus.RUNNING, op.manifest_id, op.trigger_key, None, {},
             op.idempotency_key, op.now, None,

@@ -224,10 +224,14 @@ class SQLiteStore(Store):
             conn = self._connect()
             try:
                 return fn(conn)
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StoreUnavailableError(f"SQLite error on {self.path!r}: {exc}") from exc
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise StoreError(f"SQLite error: {exc}") from exc
+                raise StoreError(f"SQLite error on {self.path!r}: {exc}") from exc
 
         return await asyncio.get_running_loop().run_in_executor(pool, call)
 

@@ -130,7 +130,7 @@ FROM fo_steps WHERE run_id = ? ORDER BY seq;
 
 -- name: get_attempts
 SELECT run_id, step_key, attempt, generation, status, owner, started_at, finished_at, error
-FROM fo_attempts WHERE run_id = ? ORDER BY started_at, attempt;
+FROM fo_attempts WHERE run_id = ? ORDER BY rowid;
 
 -- name: get_events
 SELECT event_id, run_id, step_key, kind, data, at FROM fo_events

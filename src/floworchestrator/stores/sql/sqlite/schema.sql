@@ -76,9 +76,9 @@ CREATE TABLE fo_attempts (
     owner       TEXT,
     started_at  REAL NOT NULL,
     finished_at REAL NOT NULL,
-    error       TEXT,
-    PRIMARY KEY (run_id, step_key, attempt, generation)
-) WITHOUT ROWID;
+    error       TEXT
+);
+CREATE UNIQUE INDEX fo_attempts_step ON fo_attempts (run_id, step_key, attempt, generation);
 
 CREATE TABLE fo_events (
     event_id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -1,0 +1,506 @@
+#!/usr/bin/env python
+"""The benchmark harness (see benchmarks/README.md and /work/shared/BENCHMARKS.md).
+
+Runs workloads W1, W1-seq and W2 on each store with the in-process runtime,
+and the plain-asyncio floor for the same shapes in the same invocation, then
+prints median / min / max of ``--repeat`` measurements with the ratio to the
+floor. ``--json`` writes every sample.
+
+    python benchmarks/run.py
+    python benchmarks/run.py --stores memory --workloads W1 --repeat 5
+    python benchmarks/run.py --stores sqlite --history 10000 --json out.json
+    python benchmarks/run.py --stores memory --workloads W1 --profile w1.prof
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import glob
+import importlib.util
+import json
+import os
+import platform
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import floworchestrator
+from floworchestrator import Flow, Orchestrator, RunStatus, Step
+
+CHAIN_LEN = 10
+FAN_WIDTH = 100
+CHAIN_FLOW = "bench-chain"
+FAN_FLOW = "bench-fan"
+HISTORY_BURST = 200
+
+# -- the work itself -------------------------------------------------------------
+
+
+async def noop() -> dict[str, bool]:
+    """Every step's handler: a no-op returning a small dict."""
+    return {"ok": True}
+
+
+def chain_flow() -> Flow:
+    """s0 → s1 → … → s9."""
+    return Flow(CHAIN_FLOW, {f"s{i}": Step("noop", run_after={f"s{i - 1}": []} if i else {}) for i in range(CHAIN_LEN)})
+
+
+def fan_flow() -> Flow:
+    """start → p0 … p99 (in parallel) → join."""
+    steps = {"start": Step("noop")}
+    steps.update({f"p{i}": Step("noop", run_after={"start": []}) for i in range(FAN_WIDTH)})
+    steps["join"] = Step("noop", run_after={f"p{i}": [] for i in range(FAN_WIDTH)})
+    return Flow(FAN_FLOW, steps)
+
+
+@dataclass(frozen=True)
+class Workload:
+    id: str
+    flow_id: str
+    steps_per_run: int
+    runs: int
+    sequential: bool
+    description: str
+
+
+WORKLOADS = {
+    w.id: w
+    for w in (
+        Workload("W1", CHAIN_FLOW, CHAIN_LEN, 200, False, "10-step chain, 200 runs triggered at once, then awaited"),
+        Workload("W1-seq", CHAIN_FLOW, CHAIN_LEN, 50, True, "10-step chain, 50 runs one at a time"),
+        Workload("W2", FAN_FLOW, FAN_WIDTH + 2, 20, False, "1 → 100 parallel → 1 join, 20 runs triggered at once"),
+    )
+}
+
+#: What each workload reports, the first being its headline; (key, label, higher is better).
+METRICS: dict[str, list[tuple[str, str, bool]]] = {
+    "W1": [("steps_per_s", "steps/s", True), ("runs_per_s", "runs/s", True)],
+    "W1-seq": [("p50_ms", "p50 ms", False), ("p90_ms", "p90 ms", False)],
+    "W2": [("steps_per_s", "steps/s", True)],
+}
+
+#: BENCHMARKS.md "Targets": (minimum, goal) per store and headline metric.
+TARGETS: dict[str, dict[str, tuple[float, float]]] = {
+    "memory": {"W1": (20_000, 40_000), "W1-seq": (1.0, 0.5), "W2": (20_000, 40_000)},
+    "sqlite": {"W1": (3_000, 10_000), "W1-seq": (10.0, 5.0), "W2": (3_000, 10_000)},
+}
+
+
+def _sample(wl: Workload, elapsed: float, latencies: list[float] | None) -> dict[str, float]:
+    steps = wl.runs * wl.steps_per_run
+    out = {"elapsed_s": elapsed, "steps_per_s": steps / elapsed, "runs_per_s": wl.runs / elapsed}
+    if latencies is not None:
+        ms = sorted(x * 1000 for x in latencies)
+        out["p50_ms"] = statistics.median(ms)
+        out["p90_ms"] = statistics.quantiles(ms, n=10, method="inclusive")[8]
+        out["mean_ms"] = statistics.fmean(ms)
+    return out
+
+
+# -- the plain-asyncio floor ------------------------------------------------------------
+# Each step runs as its own task (what any scheduler does at the least), a chain
+# awaits them one after another and a fan-out gathers them; nothing is stored.
+
+
+async def _floor_chain() -> None:
+    loop = asyncio.get_running_loop()
+    for _ in range(CHAIN_LEN):
+        await loop.create_task(noop())
+
+
+async def _floor_fan() -> None:
+    loop = asyncio.get_running_loop()
+    await loop.create_task(noop())
+    await asyncio.gather(*(noop() for _ in range(FAN_WIDTH)))
+    await loop.create_task(noop())
+
+
+async def measure_floor(wl: Workload, profiler: cProfile.Profile | None = None) -> dict[str, float]:
+    one = _floor_chain if wl.flow_id == CHAIN_FLOW else _floor_fan
+    loop = asyncio.get_running_loop()
+    gc.collect()
+    if wl.sequential:
+        latencies = []
+        t0 = time.perf_counter()
+        for _ in range(wl.runs):
+            s = time.perf_counter()
+            await loop.create_task(one())
+            latencies.append(time.perf_counter() - s)
+        return _sample(wl, time.perf_counter() - t0, latencies)
+    t0 = time.perf_counter()
+    tasks = [loop.create_task(one()) for _ in range(wl.runs)]
+    await asyncio.gather(*tasks)
+    return _sample(wl, time.perf_counter() - t0, None)
+
+
+async def measure_queue_floor(wl: Workload, concurrency: int) -> dict[str, float]:
+    """The floor of the in-process runtime's shape: an asyncio.Queue feeding ``concurrency`` worker
+    tasks, each finished step putting its successors on the queue; still nothing is stored."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[list[Any], int] | None] = asyncio.Queue()
+    put = queue.put_nowait
+    chain = wl.flow_id == CHAIN_FLOW
+
+    async def work() -> None:
+        while (item := await queue.get()) is not None:
+            run, i = item  # run = [future, parallel steps still running]; i = position (fan: 0 start, 1 parallel, 2 join)
+            await noop()
+            if chain:
+                if i + 1 < CHAIN_LEN:
+                    put((run, i + 1))
+                else:
+                    run[0].set_result(None)
+            elif i == 0:
+                for _ in range(FAN_WIDTH):
+                    put((run, 1))
+            elif i == 1:
+                run[1] -= 1
+                if not run[1]:
+                    put((run, 2))
+            else:
+                run[0].set_result(None)
+
+    def trigger() -> asyncio.Future[None]:
+        run: list[Any] = [loop.create_future(), FAN_WIDTH]
+        put((run, 0))
+        return run[0]  # type: ignore[no-any-return]
+
+    workers = [loop.create_task(work()) for _ in range(concurrency)]
+    gc.collect()
+    try:
+        latencies: list[float] | None = None
+        t0 = time.perf_counter()
+        if wl.sequential:
+            latencies = []
+            for _ in range(wl.runs):
+                s = time.perf_counter()
+                await trigger()
+                latencies.append(time.perf_counter() - s)
+        else:
+            await asyncio.gather(*(trigger() for _ in range(wl.runs)))
+        elapsed = time.perf_counter() - t0
+    finally:
+        for _ in workers:
+            put(None)
+        await asyncio.gather(*workers)
+    return _sample(wl, elapsed, latencies)
+
+
+# -- the engine -------------------------------------------------------------------------------
+
+
+def sqlite_available() -> bool:
+    try:
+        return importlib.util.find_spec("floworchestrator.stores.sqlite") is not None
+    except ImportError:
+        return False
+
+
+def make_orchestrator(url: str, concurrency: int) -> Orchestrator:
+    orch = Orchestrator(store=url, runtime="inprocess", concurrency=concurrency)
+    orch.add_handler("noop", noop)
+    orch.register(chain_flow(), fan_flow())
+    return orch
+
+
+async def _burst(orch: Orchestrator, flow_id: str, runs: int) -> None:
+    ids = await asyncio.gather(*(orch.trigger(flow_id) for _ in range(runs)))
+    finished = await asyncio.gather(*(orch.wait(r) for r in ids))
+    bad = [r for r in finished if r.status is not RunStatus.SUCCEEDED]
+    if bad:
+        raise RuntimeError(f"{len(bad)} of {runs} runs did not succeed (first: {bad[0].run_id} {bad[0].status.value})")
+
+
+class Stores:
+    """Hands out a fresh store URL per measurement; SQLite files are copies of a template holding history."""
+
+    def __init__(self, history_steps: int, concurrency: int) -> None:
+        self.history_steps = history_steps
+        self.concurrency = concurrency
+        self.root = tempfile.mkdtemp(prefix="fo-bench-")
+        self._template: str | None = None
+        self._n = 0
+
+    async def url(self, store: str) -> str:
+        if store == "memory":
+            return "memory://"
+        if store != "sqlite":
+            raise ValueError(store)
+        if self._template is None:
+            self._template = await self._build_template()
+        self._n += 1
+        d = os.path.join(self.root, f"m{self._n}")
+        os.mkdir(d)
+        for f in glob.glob(self._template + "*"):  # the db and any -wal / -shm beside it
+            shutil.copy(f, os.path.join(d, "bench.db" + f[len(self._template):]))
+        return f"sqlite:///{d}/bench.db"
+
+    async def _build_template(self) -> str:
+        path = os.path.join(self.root, "template", "bench.db")
+        os.mkdir(os.path.dirname(path))
+        runs = self.history_steps // CHAIN_LEN
+        t0 = time.perf_counter()
+        orch = make_orchestrator(f"sqlite:///{path}", self.concurrency)
+        async with orch:
+            for i in range(0, runs, HISTORY_BURST):
+                await _burst(orch, CHAIN_FLOW, min(HISTORY_BURST, runs - i))
+        print(f"  sqlite history: {runs} finished runs ({runs * CHAIN_LEN} steps) written in "
+              f"{time.perf_counter() - t0:.1f}s (not timed)", flush=True)
+        return path
+
+    def release(self, url: str) -> None:
+        if url.startswith("sqlite:///"):
+            shutil.rmtree(os.path.dirname(url[len("sqlite://"):]), ignore_errors=True)
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+async def measure_engine(
+    store: str, wl: Workload, stores: Stores, concurrency: int, profiler: cProfile.Profile | None = None
+) -> dict[str, float]:
+    url = await stores.url(store)
+    orch = make_orchestrator(url, concurrency)
+    try:
+        await orch.start()
+        try:
+            gc.collect()
+            if profiler is not None:
+                profiler.enable()
+            try:
+                if wl.sequential:
+                    latencies = []
+                    t0 = time.perf_counter()
+                    for _ in range(wl.runs):
+                        s = time.perf_counter()
+                        run = await orch.wait(await orch.trigger(wl.flow_id))
+                        latencies.append(time.perf_counter() - s)
+                        if run.status is not RunStatus.SUCCEEDED:
+                            raise RuntimeError(f"run {run.run_id} ended {run.status.value}")
+                    elapsed = time.perf_counter() - t0
+                else:
+                    latencies = None
+                    t0 = time.perf_counter()
+                    await _burst(orch, wl.flow_id, wl.runs)
+                    elapsed = time.perf_counter() - t0
+            finally:
+                if profiler is not None:
+                    profiler.disable()
+        finally:
+            await orch.stop()
+    finally:
+        stores.release(url)
+    return _sample(wl, elapsed, latencies)
+
+
+# -- running the series -----------------------------------------------------------------------
+
+Measure = Callable[[Workload, "cProfile.Profile | None"], Awaitable[dict[str, float]]]
+
+
+def summarise(samples: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    keys = samples[0].keys()
+    return {
+        k: {"median": statistics.median(v), "min": min(v), "max": max(v)}
+        for k in keys
+        for v in [[s[k] for s in samples]]
+    }
+
+
+async def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    stores = Stores(args.history, args.concurrency)
+    systems: dict[str, Measure] = {"asyncio": measure_floor}
+    if "asyncio-queue" in args.floors:
+
+        async def qf(wl: Workload, prof: cProfile.Profile | None) -> dict[str, float]:
+            return await measure_queue_floor(wl, args.concurrency)
+
+        systems["asyncio-queue"] = qf
+    skipped: dict[str, str] = {}
+    for s in args.stores:
+        if s == "sqlite" and not sqlite_available():
+            skipped[s] = "sqlite store not available"
+            print("sqlite store not available (no floworchestrator.stores.sqlite); skipping sqlite", flush=True)
+            continue
+
+        async def m(wl: Workload, prof: cProfile.Profile | None, _s: str = s) -> dict[str, float]:
+            return await measure_engine(_s, wl, stores, args.concurrency, prof)
+
+        systems[s] = m
+    profiler = cProfile.Profile() if args.profile else None
+    results: dict[str, Any] = {}
+    try:
+        for wid in args.workloads:
+            wl = WORKLOADS[wid]
+            print(f"{wl.id}: {wl.description} ({wl.runs * wl.steps_per_run} steps)", flush=True)
+            series: dict[str, dict[str, Any]] = {name: {"samples": [], "error": None} for name in systems}
+            for name, measure in systems.items():  # one untimed warm-up per series
+                try:
+                    await asyncio.wait_for(measure(wl, None), args.timeout)
+                except Exception as exc:
+                    series[name]["error"] = f"warm-up failed: {type(exc).__name__}: {exc}"
+                    print(f"  {name}: {series[name]['error']}", flush=True)
+            # Repeats interleave the systems so that drift on a noisy machine hits them alike.
+            for r in range(args.repeat):
+                for name, measure in systems.items():
+                    if series[name]["error"]:
+                        continue
+                    prof = profiler if name in args.stores else None
+                    try:
+                        sample = await asyncio.wait_for(measure(wl, prof), args.timeout)
+                    except Exception as exc:
+                        series[name]["error"] = f"repeat {r + 1} failed: {type(exc).__name__}: {exc}"
+                        print(f"  {name}: {series[name]['error']}", flush=True)
+                        continue
+                    series[name]["samples"].append(sample)
+                    key, label, _ = METRICS[wid][0]
+                    print(f"  {name:8} #{r + 1}: {label} {sample[key]:,.2f}  ({sample['elapsed_s'] * 1000:,.1f} ms)", flush=True)
+            for s in series.values():
+                if s["samples"]:
+                    s["summary"] = summarise(s["samples"])
+            results[wid] = series
+    finally:
+        stores.close()
+    if profiler is not None:
+        profiler.dump_stats(args.profile)
+    return {"results": results, "skipped": skipped}
+
+
+# -- reporting ------------------------------------------------------------------------------------
+
+
+def _fmt(v: float) -> str:
+    if v >= 1000:
+        return f"{v:,.0f}"
+    if v >= 10:
+        return f"{v:,.1f}"
+    return f"{v:,.3f}"
+
+
+def _verdict(v: float, target: tuple[float, float], higher: bool) -> str:
+    lo, goal = target
+    meets = (lambda t: v >= t) if higher else (lambda t: v <= t)
+    return "goal met" if meets(goal) else "min met" if meets(lo) else "BELOW MIN"
+
+
+def table(results: dict[str, Any], skipped: dict[str, str]) -> str:
+    head = ("workload", "metric", "system", "median", "min", "max", "vs asyncio", "target min→goal", "")
+    rows: list[tuple[str, ...]] = [head]
+    for wid, series in results.items():
+        floor = series.get("asyncio", {}).get("summary")
+        for key, label, higher in METRICS[wid]:
+            for name, s in series.items():
+                if s.get("error") and not s["samples"]:
+                    rows.append((wid, label, name, "error", "", "", "", "", ""))
+                    continue
+                m = s["summary"][key]
+                ratio = ""
+                if floor is not None and name != "asyncio":
+                    ratio = f"{m['median'] / floor[key]['median']:.3f}x"
+                target = verdict = ""
+                if key == METRICS[wid][0][0] and name in TARGETS:
+                    lo, goal = TARGETS[name][wid]
+                    target = f"{_fmt(lo)} → {_fmt(goal)}"
+                    verdict = _verdict(m["median"], (lo, goal), higher)
+                if s.get("error"):
+                    verdict = (verdict + " (incomplete)").strip()
+                rows.append((wid, label, name, _fmt(m["median"]), _fmt(m["min"]), _fmt(m["max"]), ratio, target, verdict))
+        for name, why in skipped.items():
+            rows.append((wid, METRICS[wid][0][1], name, "skipped", "", "", "", "", why))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    right = {3, 4, 5, 6}
+    lines = []
+    for i, r in enumerate(rows):
+        cells = [c.rjust(w) if j in right else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True))]
+        lines.append("  ".join(cells).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def environment(args: argparse.Namespace) -> dict[str, Any]:
+    def git(*cmd: str) -> str:
+        try:
+            done = subprocess.run(["git", *cmd], capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+            return done.stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "floworchestrator": floworchestrator.__version__,
+        "git_commit": git("rev-parse", "--short", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--", "../src")),
+        "args": {k: v for k, v in vars(args).items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stores", default="memory,sqlite", help="comma-separated: memory, sqlite (default: both)")
+    p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated: {', '.join(WORKLOADS)} (default: all)")
+    p.add_argument("--repeat", type=int, default=3, help="timed measurements per series, after one warm-up (default 3)")
+    p.add_argument("--floors", default="asyncio,asyncio-queue",
+                   help="comparators without persistence: asyncio (tasks, awaits, gather) and asyncio-queue "
+                   "(a queue and --concurrency workers, the in-process runtime's shape); default both")
+    p.add_argument("--concurrency", type=int, default=64, help="in-process runtime workers (default 64)")
+    p.add_argument("--history", type=int, default=10_000,
+                   help="SQLite: steps of finished runs (10-step chains) in the db before timing (default 10000)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds one measurement may take before it counts as failed")
+    p.add_argument("--json", metavar="FILE", help="write every sample and the summary as JSON")
+    p.add_argument("--profile", metavar="FILE", help="cProfile the timed engine measurements (not the floor) into FILE; "
+                   "timings taken under the profiler are not comparable")
+    args = p.parse_args(argv)
+    args.stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    args.floors = [f.strip() for f in args.floors.split(",") if f.strip()]
+    if "asyncio" not in args.floors:
+        args.floors.insert(0, "asyncio")  # every ratio is taken against it
+    for f in args.floors:
+        if f not in ("asyncio", "asyncio-queue"):
+            p.error(f"unknown floor {f!r} (known: asyncio, asyncio-queue)")
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    for s in args.stores:
+        if s not in TARGETS:
+            p.error(f"unknown store {s!r} (known: {', '.join(TARGETS)})")
+    for w in args.workloads:
+        if w not in WORKLOADS:
+            p.error(f"unknown workload {w!r} (known: {', '.join(WORKLOADS)})")
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
+
+    env = environment(args)
+    print(f"floworchestrator {env['floworchestrator']} ({env['git_commit']}{', src modified' if env['git_dirty'] else ''}), "
+          f"Python {env['python']}, {env['cpus']} CPUs, repeat {args.repeat}, concurrency {args.concurrency}", flush=True)
+    t0 = time.perf_counter()
+    out = asyncio.run(run_all(args))
+    print()
+    print(table(out["results"], out["skipped"]))
+    print(f"\n{time.perf_counter() - t0:.1f}s in all")
+    if args.profile:
+        print(f"\nprofile of the timed engine measurements written to {args.profile}; top functions by own time:")
+        pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"environment": env, **out}, f, indent=2)
+        print(f"raw numbers written to {args.json}")
+    failed = any(s.get("error") for series in out["results"].values() for s in series.values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
