@@ -19,12 +19,14 @@ so the other commands can load it::
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from . import Cron, Flow, Manual, Orchestrator, Step, StepContext
 
-__all__ = ["DEFAULT_STORE", "DEMO_RUNS", "FLOWS", "DemoRun", "build", "orchestrator"]
+__all__ = ["DEFAULT_STORE", "FLOWS", "DemoRun", "build", "demo_runs", "orchestrator"]
 
 orchestrator: Orchestrator
 """Built from ``FLOWORCHESTRATOR_STORE`` on first access (see ``__getattr__`` below)."""
@@ -82,7 +84,7 @@ async def heartbeat(inputs: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     return {"ok": True, "trigger": ctx.trigger_key, "scheduled_at": inputs.get("scheduled_at")}
 
 
-HANDLERS = {
+HANDLERS: dict[str, Callable[..., Any]] = {
     "FetchOrder": fetch_order,
     "PriceOrder": price_order,
     "SaveInvoice": save_invoice,
@@ -144,22 +146,25 @@ class DemoRun:
     trigger: str = "manual"
 
 
-DEMO_RUNS = (
-    DemoRun("orders", {"orderId": "A-17"}, "each step reads the trigger body or an earlier step's output"),
-    DemoRun("orders", {"orderId": "Z-99"}, "fetch fails and nothing handles it: the steps after it are skipped, the run fails"),
-    DemoRun(
-        "diamond",
-        {"warehouse": "south"},
-        "credit fails, so ship (it needs both branches) is skipped and alert (run_after credit: Failed) runs;"
-        " the failure is handled, so the run succeeds",
-    ),
-    DemoRun(
-        "heartbeat",
-        {"scheduled_at": "(a tick, fired by the demo)"},
-        "started through its cron trigger, as the scheduler does every minute",
-        trigger="every_minute",
-    ),
-)
+def demo_runs() -> list[DemoRun]:
+    """The runs the ``demo`` command starts, in order."""
+    tick = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:00Z")
+    return [
+        DemoRun("orders", {"orderId": "A-17"}, "each step reads the trigger body or an earlier step's output"),
+        DemoRun("orders", {"orderId": "Z-99"}, "fetch fails and nothing handles that: the steps after it are skipped"),
+        DemoRun(
+            "diamond",
+            {"warehouse": "south"},
+            "credit fails, so ship (it needs both branches) is skipped and alert (run_after credit: Failed) runs;"
+            " that handles the failure, so the run succeeds",
+        ),
+        DemoRun(
+            "heartbeat",
+            {"scheduled_at": tick},
+            "started through its cron trigger, as the scheduler does every minute",
+            trigger="every_minute",
+        ),
+    ]
 
 
 def build(store_url: str, **options: Any) -> Orchestrator:

@@ -7,6 +7,7 @@ so it passes the same contract suite.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -78,7 +79,7 @@ def _loads(text: str | None) -> Any:
 class _MemoryTxn(Txn):
     def __init__(self, data: _Data) -> None:
         self.d = data
-        self.undo: list[Callable[[], None]] = []
+        self.undo: list[Callable[[], object]] = []
 
     def _step(self, run_id: str, key: str) -> _Step | None:
         steps = self.d.steps.get(run_id)
@@ -136,7 +137,7 @@ class _MemoryTxn(Txn):
             if entry in self.d.ledger or row is None:
                 continue
             self.d.ledger.add(entry)
-            self.undo.append(lambda e=entry: self.d.ledger.discard(e))  # type: ignore[misc]
+            self.undo.append(functools.partial(self.d.ledger.discard, entry))
             self._save(row)
             row.status, row.queued, row.generation = StepStatus.PENDING, True, gen
             row.not_before, row.queued_at = not_before, now
