@@ -29,13 +29,13 @@ from typing import Any
 from .exceptions import ExpressionError
 
 __all__ = [
+    "InputTemplate",
     "Path",
+    "ResolutionError",
     "Scope",
     "StepView",
-    "InputTemplate",
-    "ResolutionError",
-    "parse_value",
     "compile_inputs",
+    "parse_value",
 ]
 
 

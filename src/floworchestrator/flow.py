@@ -20,7 +20,7 @@ from .exceptions import Problem
 from .expressions import InputTemplate, compile_inputs
 from .planner import Graph
 
-__all__ = ["Manual", "Cron", "Webhook", "Trigger", "Step", "Flow", "CompiledFlow", "validate_flows"]
+__all__ = ["CompiledFlow", "Cron", "Flow", "Manual", "Step", "Trigger", "Webhook", "validate_flows"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +167,7 @@ def validate_flows(
         if fid in seen_ids:
             problems.append(Problem(fid, "the same flow id is registered twice"))
         seen_ids.add(fid)
+        own: dict[str, str] = {}
         for name, trig in flow.triggers.items():
             if isinstance(trig, Webhook):
                 owner = slugs.get(trig.slug)
@@ -174,6 +175,11 @@ def validate_flows(
                     problems.append(
                         Problem(fid, f"webhook slug {trig.slug!r} is already used by flow {owner!r}", field=f"triggers.{name}")
                     )
+                if trig.slug in own:
+                    problems.append(
+                        Problem(fid, f"webhook slug {trig.slug!r} is also used by trigger {own[trig.slug]!r}", field=f"triggers.{name}")
+                    )
+                own[trig.slug] = name
                 slugs[trig.slug] = fid
     return problems
 
@@ -198,7 +204,8 @@ def _validate_one(flow: Flow, fid: str, handler_types: Collection[str]) -> list[
                     out.append(Problem(fid, f"unknown time zone {trig.timezone!r}", field=where))
         elif isinstance(trig, Webhook):
             if not trig.slug or not all(c.isalnum() or c in "-_." for c in trig.slug):
-                out.append(Problem(fid, f"webhook slug {trig.slug!r} must be non-empty letters, digits, '-', '_' or '.'", field=where))
+                msg = f"webhook slug {trig.slug!r} must be non-empty letters, digits, '-', '_' or '.'"
+                out.append(Problem(fid, msg, field=where))
         elif not isinstance(trig, Manual):
             out.append(Problem(fid, f"{type(trig).__name__} is not a trigger (use Manual, Cron or Webhook)", field=where))
     preds: dict[str, dict[str, frozenset[StepStatus]]] = {}
@@ -223,7 +230,8 @@ def _validate_one(flow: Flow, fid: str, handler_types: Collection[str]) -> list[
                 continue
             if isinstance(allowed, str) or not isinstance(allowed, Collection):
                 what = "a string" if isinstance(allowed, str) else type(allowed).__name__
-                out.append(Problem(fid, f"run_after[{pred!r}] must be a list of statuses, not {what}", step=key, field="run_after"))
+                msg = f"run_after[{pred!r}] must be a list of statuses, not {what}"
+                out.append(Problem(fid, msg, step=key, field="run_after"))
                 continue
             sts: set[StepStatus] = set()
             for x in allowed:
@@ -233,7 +241,8 @@ def _validate_one(flow: Flow, fid: str, handler_types: Collection[str]) -> list[
                     out.append(Problem(fid, f"unknown status {x!r} in run_after[{pred!r}]", step=key, field="run_after"))
                     continue
                 if st not in FINAL_STEP_STATUSES:
-                    out.append(Problem(fid, f"run_after[{pred!r}] may only list final statuses, not {st}", step=key, field="run_after"))
+                    msg = f"run_after[{pred!r}] may only list final statuses, not {st}"
+                    out.append(Problem(fid, msg, step=key, field="run_after"))
                 sts.add(st)
             preds[key][pred] = frozenset(sts)
         _, expr_problems = compile_inputs(step.inputs, "inputs")
@@ -242,28 +251,29 @@ def _validate_one(flow: Flow, fid: str, handler_types: Collection[str]) -> list[
         out.append(Problem(fid, "the flow has no entry step (a step with no run_after)", field="steps"))
     if len(preds) == len(flow.steps) and flow.steps:
         try:
-            graph = Graph.build(preds)
+            Graph.build(preds)
         except ValueError as exc:
             out.append(Problem(fid, f"the steps form a cycle: {exc}", field="run_after"))
-        else:
-            for key, step in flow.steps.items():
-                template, _ = compile_inputs(step.inputs, "inputs")
-                ancestors = _ancestors(graph, key)
-                for ref in sorted(template.step_refs):
-                    if ref not in flow.steps:
-                        out.append(Problem(fid, f"inputs read unknown step {ref!r}", step=key, field="inputs"))
-                    elif ref not in ancestors:
-                        out.append(
-                            Problem(fid, f"inputs read step {ref!r}, which does not run before this step (add it to run_after)", step=key, field="inputs")
-                        )
+    # Checked even when there is a cycle, so that every problem shows at once.
+    for key, step in flow.steps.items():
+        if not isinstance(step, Step):
+            continue
+        template, _ = compile_inputs(step.inputs, "inputs")
+        ancestors = _ancestors(preds, key)
+        for ref in sorted(template.step_refs):
+            if ref not in flow.steps:
+                out.append(Problem(fid, f"inputs read unknown step {ref!r}", step=key, field="inputs"))
+            elif ref not in ancestors or ref == key:
+                msg = f"inputs read step {ref!r}, which does not run before this step (add it to run_after)"
+                out.append(Problem(fid, msg, step=key, field="inputs"))
     return out
 
 
-def _ancestors(graph: Graph, key: str) -> set[str]:
+def _ancestors(preds: Mapping[str, Mapping[str, object]], key: str) -> set[str]:
     seen: set[str] = set()
     stack = [key]
     while stack:
-        for p in graph.preds[stack.pop()]:
+        for p in preds.get(stack.pop(), {}):
             if p not in seen:
                 seen.add(p)
                 stack.append(p)

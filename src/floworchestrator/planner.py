@@ -11,8 +11,8 @@ Rules (DESIGN §4):
   step accepts from it (an empty set means any final status); otherwise it is
   Skipped, and skipping cascades down dead ends in the same pass.
 - A run is classified only when every step is final: Failed if some failure
-  (Failed or TimedOut) was not handled, i.e. no successor accepted that status
-  and ran; Succeeded otherwise.
+  (Failed or TimedOut) was not handled, i.e. no successor named that status
+  explicitly in its run_after and ran; Succeeded otherwise.
 """
 
 from __future__ import annotations
