@@ -86,9 +86,9 @@ WORKLOADS = {
 
 #: What each workload reports, the first being its headline; (key, label, higher is better).
 METRICS: dict[str, list[tuple[str, str, bool]]] = {
-    "W1": [("steps_per_s", "steps/s", True), ("runs_per_s", "runs/s", True)],
+    "W1": [("steps_per_s", "steps/s", True), ("runs_per_s", "runs/s", True), ("cpu_us_per_step", "CPU µs/step", False)],
     "W1-seq": [("p50_ms", "p50 ms", False), ("p90_ms", "p90 ms", False)],
-    "W2": [("steps_per_s", "steps/s", True)],
+    "W2": [("steps_per_s", "steps/s", True), ("cpu_us_per_step", "CPU µs/step", False)],
 }
 
 #: BENCHMARKS.md "Targets": (minimum, goal) per store and headline metric.
@@ -98,9 +98,15 @@ TARGETS: dict[str, dict[str, tuple[float, float]]] = {
 }
 
 
-def _sample(wl: Workload, elapsed: float, latencies: list[float] | None) -> dict[str, float]:
+def _sample(wl: Workload, elapsed: float, cpu: float, latencies: list[float] | None) -> dict[str, float]:
     steps = wl.runs * wl.steps_per_run
-    out = {"elapsed_s": elapsed, "steps_per_s": steps / elapsed, "runs_per_s": wl.runs / elapsed}
+    out = {
+        "elapsed_s": elapsed,
+        "cpu_s": cpu,
+        "steps_per_s": steps / elapsed,
+        "runs_per_s": wl.runs / elapsed,
+        "cpu_us_per_step": cpu / steps * 1e6,
+    }
     if latencies is not None:
         ms = sorted(x * 1000 for x in latencies)
         out["p50_ms"] = statistics.median(ms)
@@ -133,16 +139,16 @@ async def measure_floor(wl: Workload, profiler: cProfile.Profile | None = None) 
     gc.collect()
     if wl.sequential:
         latencies = []
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         for _ in range(wl.runs):
             s = time.perf_counter()
             await loop.create_task(one())
             latencies.append(time.perf_counter() - s)
-        return _sample(wl, time.perf_counter() - t0, latencies)
-    t0 = time.perf_counter()
+        return _sample(wl, time.perf_counter() - t0, time.process_time() - c0, latencies)
+    c0, t0 = time.process_time(), time.perf_counter()
     tasks = [loop.create_task(one()) for _ in range(wl.runs)]
     await asyncio.gather(*tasks)
-    return _sample(wl, time.perf_counter() - t0, None)
+    return _sample(wl, time.perf_counter() - t0, time.process_time() - c0, None)
 
 
 async def measure_queue_floor(wl: Workload, concurrency: int) -> dict[str, float]:
@@ -181,7 +187,7 @@ async def measure_queue_floor(wl: Workload, concurrency: int) -> dict[str, float
     gc.collect()
     try:
         latencies: list[float] | None = None
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         if wl.sequential:
             latencies = []
             for _ in range(wl.runs):
@@ -190,12 +196,12 @@ async def measure_queue_floor(wl: Workload, concurrency: int) -> dict[str, float
                 latencies.append(time.perf_counter() - s)
         else:
             await asyncio.gather(*(trigger() for _ in range(wl.runs)))
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         for _ in workers:
             put(None)
         await asyncio.gather(*workers)
-    return _sample(wl, elapsed, latencies)
+    return _sample(wl, elapsed, cpu, latencies)
 
 
 # -- the engine -------------------------------------------------------------------------------
@@ -282,19 +288,19 @@ async def measure_engine(
             try:
                 if wl.sequential:
                     latencies = []
-                    t0 = time.perf_counter()
+                    c0, t0 = time.process_time(), time.perf_counter()
                     for _ in range(wl.runs):
                         s = time.perf_counter()
                         run = await orch.wait(await orch.trigger(wl.flow_id))
                         latencies.append(time.perf_counter() - s)
                         if run.status is not RunStatus.SUCCEEDED:
                             raise RuntimeError(f"run {run.run_id} ended {run.status.value}")
-                    elapsed = time.perf_counter() - t0
+                    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
                 else:
                     latencies = None
-                    t0 = time.perf_counter()
+                    c0, t0 = time.process_time(), time.perf_counter()
                     await _burst(orch, wl.flow_id, wl.runs)
-                    elapsed = time.perf_counter() - t0
+                    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
             finally:
                 if profiler is not None:
                     profiler.disable()
@@ -302,7 +308,7 @@ async def measure_engine(
             await orch.stop()
     finally:
         stores.release(url)
-    return _sample(wl, elapsed, latencies)
+    return _sample(wl, elapsed, cpu, latencies)
 
 
 # -- running the series -----------------------------------------------------------------------
@@ -431,9 +437,11 @@ def table(results: dict[str, Any], skipped: dict[str, str]) -> str:
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:
+    here = os.path.dirname(os.path.abspath(__file__))
+
     def git(*cmd: str) -> str:
         try:
-            done = subprocess.run(["git", *cmd], capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+            done = subprocess.run(["git", *cmd], capture_output=True, text=True, check=True, cwd=here)
             return done.stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return ""

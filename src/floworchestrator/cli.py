@@ -20,11 +20,12 @@ import os
 import shlex
 import shutil
 import sys
+import textwrap
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -33,12 +34,14 @@ from ._status import RunStatus, StepStatus
 from .exceptions import FlowOrchestratorError, UnknownRunError
 from .flow import Cron, Flow, Manual, Webhook
 from .orchestrator import Orchestrator
-from .stores import open_store
 from .stores.base import AttemptRecord, FlowRecord, RunRecord, StepRecord, Store
 from .stores.memory import MemoryStore
 from .stores.sqlite import SQLiteStore
 
-__all__ = ["load_app", "main"]
+if TYPE_CHECKING:
+    from .demo import DemoRun
+
+__all__ = ["load_app", "main", "print_run_summary"]
 
 T = TypeVar("T")
 FC = TypeVar("FC", bound=Callable[..., Any])
@@ -63,11 +66,9 @@ class AppError(BadUsage):
 def load_app(spec: str, store_url: str | None = None) -> Orchestrator:
     """Import ``module:attribute`` (attribute may be dotted) and return the Orchestrator it names.
 
-    ``store_url`` is exported as ``FLOWORCHESTRATOR_STORE`` before the import,
-    for apps that build their Orchestrator from it (``floworchestrator.demo``
-    does). The Orchestrator has no supported way to swap its store after it
-    is built, so an app that configures a different store is an error rather
-    than silently reading the wrong database.
+    ``store_url`` (``--store``) replaces the store the app configures; it is
+    also exported as ``FLOWORCHESTRATOR_STORE`` before the import, for apps
+    that build their Orchestrator from it (``floworchestrator.demo`` does).
     """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
@@ -93,21 +94,11 @@ def load_app(spec: str, store_url: str | None = None) -> Orchestrator:
     if not isinstance(obj, Orchestrator):
         raise AppError(f"--app {spec!r} is a {type(obj).__name__}, not an Orchestrator")
     if store_url:
-        _check_store(obj.store, store_url, spec)
+        try:
+            obj.use_store(store_url)
+        except FlowOrchestratorError as exc:
+            raise BadUsage(f"--store {store_url!r}: {exc}") from None
     return obj
-
-
-def _check_store(store: Store, url: str, spec: str) -> None:
-    wanted = open_store(url)  # constructs only; nothing is opened
-    same = type(wanted) is type(store)
-    a, b = getattr(wanted, "path", None), getattr(store, "path", None)
-    if same and isinstance(a, str) and isinstance(b, str) and not a.startswith("file:"):
-        same = os.path.abspath(a) == os.path.abspath(b)
-    if not same:
-        raise AppError(
-            f"--store {url} was given, but {spec} configures its own store ({type(store).__name__}); "
-            f"build the Orchestrator from ${STORE_ENV} to make it follow --store, or leave --store out"
-        )
 
 
 # --- output ----------------------------------------------------------------------------
@@ -203,7 +194,8 @@ def print_run_summary(run: RunRecord, steps: Sequence[StepRecord], note: str | N
         head += f"  (trigger: {run.trigger_key})"
     click.echo(head)
     if note:
-        click.echo(click.style(f"  # {note}", dim=True))
+        for line in textwrap.wrap(note, _width() - 4):
+            click.echo(click.style(f"  # {line}", dim=True))
     if not steps:
         return
     key_w = max(len(s.step_key) for s in steps)
@@ -356,11 +348,14 @@ def demo(db: Path, store_url: str | None, keep: bool) -> None:
         click.echo("\nStopped.")
 
 
-async def _demo(orch: Orchestrator, runs: Sequence[Any], url: str, keep: bool) -> None:
+async def _demo(orch: Orchestrator, runs: Sequence[DemoRun], url: str, keep: bool) -> None:
     async with orch:
         ids = [await orch.trigger(r.flow_id, r.body, trigger=r.trigger) for r in runs]
         for r, run_id in zip(runs, ids, strict=True):
-            run = await orch.wait(run_id, timeout=30)
+            try:
+                run = await orch.wait(run_id, timeout=30)
+            except TimeoutError:
+                raise click.ClickException(f"the demo's run {run_id} of {r.flow_id!r} did not finish within 30s") from None
             print_run_summary(run, await orch.get_steps(run_id), note=r.note)
             click.echo()
         if isinstance(orch.store, MemoryStore):
@@ -418,23 +413,22 @@ def trigger(flow: str, body: str | None, idempotency_key: str | None, wait: bool
             click.echo(f"queued run of {flow!r}; an orchestrator running on this store will start it", err=True)
         click.echo(run_id)
         return
-    status = _run(_trigger_and_wait(orch, flow, data, idempotency_key, timeout, _app_args(app_spec, store_url)))
+    try:
+        status = _run(_trigger_and_wait(orch, flow, data, idempotency_key, timeout, _app_args(app_spec, store_url)))
+    except KeyboardInterrupt:
+        sys.exit(130)
     if status is not RunStatus.SUCCEEDED:
         sys.exit(1)
 
 
 async def _queue_only(orch: Orchestrator, flow: str, body: Any, key: str | None) -> tuple[str, bool]:
-    # Starting the orchestrator would also start its workers, which would
-    # begin running the new run (and recovery, other runs) in this short-lived
-    # process. So: open the store, save the flows, write the run, close.
-    # TODO(core): a public Orchestrator way to do this ("client mode").
-    await orch.store.open()
+    # A client start: the store is opened and flows saved, but this short-lived
+    # process runs no step; the run waits, queued, for a process with workers.
+    await orch.start(workers=False)
     try:
-        await orch._sync_flows(list(orch.flows.values()))
         res = await orch.engine.trigger(flow, body, idempotency_key=key)
-        await orch.engine.committer.drain()
     finally:
-        await orch.store.close()
+        await orch.stop()
     assert res.run_id is not None
     return res.run_id, res.created
 
@@ -445,25 +439,40 @@ async def _trigger_and_wait(
     orch.cron = False  # a CLI call must not fire schedules
     async with orch:
         res = await orch.engine.trigger(flow, body, idempotency_key=key)
-        assert res.run_id is not None
+        run_id = res.run_id
+        assert run_id is not None
         if not res.created:
             click.echo(f"idempotency key {key!r} was used before: showing its run; no new run started", err=True)
+        later = f"floworchestrator run {run_id} {app_args}"
+        loop = asyncio.get_running_loop()
+        deadline = None if wait_for is None else loop.time() + wait_for
         try:
-            run = await orch.wait(res.run_id, wait_for)
+            try:
+                run = await orch.wait(run_id, 1.0 if deadline is None else min(1.0, wait_for or 0.0))
+            except TimeoutError:
+                if deadline is not None and loop.time() >= deadline:
+                    raise
+                click.echo(f"run {run_id} of {flow!r} is running; waiting for it (Ctrl-C stops waiting)...", err=True)
+                run = await orch.wait(run_id, None if deadline is None else max(0.0, deadline - loop.time()))
         except TimeoutError:
             raise click.ClickException(
-                f"run {res.run_id} did not finish within {wait_for:g}s; it stays queued in the store"
-                f" (see: floworchestrator run {res.run_id} {app_args})"
+                f"run {run_id} did not finish within {wait_for:g}s; it stays in the store (see: {later})"
             ) from None
-        steps = await orch.get_steps(res.run_id)
+        except asyncio.CancelledError:  # Ctrl-C
+            click.echo(f"\nStopped waiting; steps already running get up to {orch.shutdown_timeout:g}s to finish."
+                       f" Run {run_id} stays in the store (see: {later})", err=True)
+            raise
+        steps = await orch.get_steps(run_id)
     print_run_summary(run, steps)
     return run.status
 
 
 @main.command()
 @click.option("--flow", "flow_id", metavar="FLOW", help="Only runs of this flow.")
-@click.option("--status", type=click.Choice([s.value for s in RunStatus], case_sensitive=False), help="Only runs in this status.")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many runs, newest first.")
+@click.option("--status", type=click.Choice([s.value for s in RunStatus], case_sensitive=False), metavar="STATUS",
+              help=f"Only runs in this status: {', '.join(RunStatus)}.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, metavar="N",
+              help="At most this many runs, newest first.")
 @_app_options
 def runs(flow_id: str | None, status: str | None, limit: int, app_spec: str | None, store_url: str | None) -> None:
     """List runs, newest first."""
@@ -513,7 +522,8 @@ def run(run_id: str, full: bool, app_spec: str | None, store_url: str | None) ->
     click.echo(f"{click.style('Trigger', bold=True)}   {rec.trigger_key}"
                + (f"  (idempotency key {rec.idempotency_key!r})" if rec.idempotency_key else ""))
     click.echo(f"{click.style('Created', bold=True)}   {_when(rec.created_at)}")
-    click.echo(f"{click.style('Finished', bold=True)}  {_when(rec.finished_at)}  (took {_took(rec.created_at, rec.finished_at)})")
+    took = f"  (took {_took(rec.created_at, rec.finished_at)})" if rec.finished_at else ""
+    click.echo(f"{click.style('Finished', bold=True)}  {_when(rec.finished_at)}{took}")
     click.echo(f"{click.style('Body', bold=True)}      {_clip(_json(rec.trigger_body), _width() - 10)}")
     click.echo()
     _table(
@@ -524,8 +534,11 @@ def run(run_id: str, full: bool, app_spec: str | None, store_url: str | None) ->
     if full:
         for s in steps:
             click.echo(f"\n{click.style(s.step_key, bold=True)}  {_status(s.status)}")
-            click.echo("  inputs: " + _json(s.inputs, indent=2).replace("\n", "\n  "))
-            click.echo("  output: " + _json(s.output, indent=2).replace("\n", "\n  "))
+            if s.attempts == 0:
+                click.echo("  (has not run)")
+            for label, value in (("inputs", s.inputs), ("output", s.output)):
+                if value is not None:
+                    click.echo(f"  {label}: " + _json(value, indent=2).replace("\n", "\n  "))
             if s.error is not None:
                 click.echo(f"  error:  {s.error}")
     if attempts:

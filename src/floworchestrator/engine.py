@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ._committer import GroupCommitter
@@ -52,7 +52,7 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "x-api-
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Engine:
@@ -79,6 +79,11 @@ class Engine:
         #: Steps this process is executing: (run_id, step_key, generation); the heartbeat extends their leases.
         self.running: set[tuple[str, str, int]] = set()
         self._waiters: dict[str, list[asyncio.Future[RunStatus]]] = {}
+
+    def use_store(self, store: Store) -> None:
+        """Point the engine at another store (only while nothing is running)."""
+        self.store = store
+        self.committer = GroupCommitter(store)
 
     # -- flows -------------------------------------------------------------
 

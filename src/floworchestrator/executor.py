@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from ._status import StepResult, StepStatus
 from .exceptions import ConfigurationError, InputValidationError
 
-__all__ = ["StepContext", "Handler", "HandlerFunc", "call_handler", "to_result"]
+__all__ = ["Handler", "HandlerFunc", "StepContext", "call_handler", "to_result"]
 
 HandlerFunc = Callable[..., Any]
 log = logging.getLogger("floworchestrator.steps")
@@ -32,7 +32,7 @@ log = logging.getLogger("floworchestrator.steps")
 class StepContext:
     """What a handler knows about the step it is running."""
 
-    __slots__ = ("run_id", "flow_id", "step_key", "attempt", "trigger_key", "_logger")
+    __slots__ = ("_logger", "attempt", "flow_id", "run_id", "step_key", "trigger_key")
 
     def __init__(self, run_id: str, flow_id: str, step_key: str, attempt: int, trigger_key: str) -> None:
         self.run_id = run_id

@@ -72,6 +72,7 @@ class Orchestrator:
         self.cron = cron
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
+        self._workers = True
 
     # -- registration ---------------------------------------------------------
 
@@ -128,13 +129,36 @@ class Orchestrator:
             rows.append((f.id, f.version, c.manifest_id, json.dumps(c.manifest, sort_keys=True), f.enabled))
         await self.store.upsert_flows(rows, utcnow())
 
+    def use_store(self, store: str | Store) -> None:
+        """Replace the store (a URL or a Store) before ``start()``; the CLI's ``--store`` uses this."""
+        if self._started:
+            raise ConfigurationError("the store cannot be changed while the orchestrator is running")
+        self.store = open_store(store) if isinstance(store, str) else store
+        self.engine.use_store(self.store)
+
     # -- lifecycle ---------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open the store, save every flow, recover unfinished work, start the runtime and cron."""
+    async def start(self, *, workers: bool = True) -> None:
+        """Open the store, save every flow, recover unfinished work, start the runtime and cron.
+
+        ``workers=False`` starts a *client*: the store is opened and flows are
+        saved so runs can be triggered, controlled and read, but this process
+        runs no step, no recovery and no cron. Runs it triggers wait, queued in
+        the store, for a process with workers (with the in-process runtime,
+        that process's recovery picks them up within ``stale_after`` seconds).
+        """
         if self._started:
             return
         await self.store.open()
+        self._workers = workers
+        if not workers:
+            try:
+                await self._sync_flows(list(self._flows.values()))
+            except BaseException:
+                await self.store.close()
+                raise
+            self._started = True
+            return
         try:
             await self._sync_flows(list(self._flows.values()))
             await self.dispatcher.start(self.engine.run_step)
@@ -150,7 +174,9 @@ class Orchestrator:
         lease = self.engine.lease.total_seconds()
         self._tasks = [
             loop.create_task(scheduler.heartbeat_loop(self.engine, max(0.05, lease / 3)), name="floworchestrator-heartbeat"),
-            loop.create_task(scheduler.recovery_loop(self.engine, self.recovery_interval, self.stale_after), name="floworchestrator-recovery"),
+            loop.create_task(
+                scheduler.recovery_loop(self.engine, self.recovery_interval, self.stale_after), name="floworchestrator-recovery"
+            ),
         ]
         if self.cron:
             self._tasks.append(loop.create_task(scheduler.cron_loop(self.engine), name="floworchestrator-cron"))
@@ -165,7 +191,8 @@ class Orchestrator:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        await self.dispatcher.stop(self.shutdown_timeout)
+        if self._workers:
+            await self.dispatcher.stop(self.shutdown_timeout)
         await self.engine.committer.drain()
         await self.store.close()
         log.info("orchestrator stopped", extra={"event": "orchestrator.stopped"})

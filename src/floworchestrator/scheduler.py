@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -76,10 +76,10 @@ async def heartbeat_loop(engine: Engine, interval: float) -> None:
 
 def next_fire(expression: str, tz: str | None, after: datetime) -> datetime:
     """The first fire time of a cron expression strictly after ``after`` (UTC in, UTC out)."""
-    zone = ZoneInfo(tz) if tz else timezone.utc
+    zone = ZoneInfo(tz) if tz else UTC
     nxt = croniter(expression, after.astimezone(zone)).get_next(datetime)
     assert isinstance(nxt, datetime)
-    return nxt.astimezone(timezone.utc)
+    return nxt.astimezone(UTC)
 
 
 async def cron_loop(engine: Engine) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -27,7 +27,7 @@ from floworchestrator.stores.base import (
     Store,
 )
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 S = StepStatus
 
 LINEAR = {"id": "linear", "version": "1", "triggers": {"manual": {"kind": "manual"}}, "steps": {

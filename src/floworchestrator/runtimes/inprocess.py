@@ -38,8 +38,8 @@ class InProcessDispatcher(Dispatcher):
         self._workers = [loop.create_task(self._work(), name=f"floworchestrator-worker-{i}") for i in range(self.concurrency)]
 
     async def enqueue(self, messages: Sequence[StepMessage], delay: float = 0.0) -> None:
-        if self._stopping:
-            return  # the store still has them queued; recovery picks them up on the next start
+        if self._stopping or self._runner is None:
+            return  # not running here: the store still has them queued, and recovery delivers them
         if delay > 0:
             loop = asyncio.get_running_loop()
             handle: asyncio.TimerHandle
@@ -91,10 +91,11 @@ class InProcessDispatcher(Dispatcher):
         for _ in self._workers:
             self._queue.put_nowait(None)
         if self._workers:
-            done, pending = await asyncio.wait(self._workers, timeout=timeout)
+            _, pending = await asyncio.wait(self._workers, timeout=timeout)
             for t in pending:
                 t.cancel()
             if pending:
                 log.warning("cancelled %d step(s) still running after %.1fs", len(pending), timeout)
                 await asyncio.gather(*pending, return_exceptions=True)
         self._workers = []
+        self._runner = None

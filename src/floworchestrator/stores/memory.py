@@ -31,8 +31,8 @@ from .base import (
     Result,
     RunRecord,
     StartRun,
-    Store,
     StepRecord,
+    Store,
 )
 
 
@@ -170,7 +170,9 @@ class _MemoryTxn(Txn):
         row.output_json, row.error, row.inputs_json = op.output_json, op.error, op.inputs_json
         if op.status in FINAL_STEP_STATUSES:
             row.finished_at = op.now
-        self._attempt(AttemptRecord(op.run_id, op.step_key, row.attempts, op.generation, attempt_status, op.owner, op.started_at, op.now, op.error))
+        self._attempt(
+            AttemptRecord(op.run_id, op.step_key, row.attempts, op.generation, attempt_status, op.owner, op.started_at, op.now, op.error)
+        )
         return True
 
     def _attempt(self, rec: AttemptRecord) -> None:

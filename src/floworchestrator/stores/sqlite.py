@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,7 +53,7 @@ def _ts(dt: datetime) -> float:
 
 
 def _dt(x: float | None) -> datetime | None:
-    return None if x is None else datetime.fromtimestamp(x, timezone.utc)
+    return None if x is None else datetime.fromtimestamp(x, UTC)
 
 
 def _loads(text: str | None) -> Any:
@@ -326,7 +326,7 @@ class SQLiteStore(Store):
 
     async def list_flows(self) -> list[FlowRecord]:
         rows = await self._read(lambda c: c.execute(Q["list_flows"]).fetchall())
-        return [FlowRecord(r[0], r[1], r[2], json.loads(r[3]), bool(r[4]), _dt(r[5]) or datetime.now(timezone.utc)) for r in rows]
+        return [FlowRecord(r[0], r[1], r[2], json.loads(r[3]), bool(r[4]), _dt(r[5]) or datetime.now(UTC)) for r in rows]
 
     async def get_manifest(self, manifest_id: str) -> dict[str, Any] | None:
         row = await self._read(lambda c: c.execute(Q["get_manifest"], (manifest_id,)).fetchone())
