@@ -396,8 +396,10 @@ def _fmt(v: float) -> str:
 
 
 def _verdict(v: float, target: tuple[float, float], higher: bool) -> str:
+    def meets(t: float) -> bool:
+        return v >= t if higher else v <= t
+
     lo, goal = target
-    meets = (lambda t: v >= t) if higher else (lambda t: v <= t)
     return "goal met" if meets(goal) else "min met" if meets(lo) else "BELOW MIN"
 
 
