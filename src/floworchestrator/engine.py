@@ -79,6 +79,8 @@ class Engine:
         #: Steps this process is executing: (run_id, step_key, generation); the heartbeat extends their leases.
         self.running: set[tuple[str, str, int]] = set()
         self._waiters: dict[str, list[asyncio.Future[RunStatus]]] = {}
+        #: False while shutting down: a finishing step then claims no successor for this worker.
+        self.accepting = True
 
     def use_store(self, store: Store) -> None:
         """Point the engine at another store (only while nothing is running)."""
@@ -128,7 +130,7 @@ class Engine:
             flow_id=flow_id,
             manifest_id=compiled.manifest_id,
             step_keys=compiled.graph.order,
-            entries=compiled.graph.entries,
+            waiting=compiled.waiting,
             trigger_key=trigger,
             body_json=body_json,
             headers_json=json.dumps(kept),
@@ -152,10 +154,12 @@ class Engine:
 
         A message for a step that is not claimable (already claimed, finished,
         cancelled, an old generation) does nothing: that is how duplicates die.
+        When the completion makes further steps ready, it claims one of them
+        for this worker in the same transaction and the worker runs it next;
+        the others go to the runtime.
         """
         compiled = self.flows.get(msg.flow_id)
-        template = compiled.templates.get(msg.step_key) if compiled is not None else None
-        want = tuple(template.step_refs) if template is not None else ()
+        want = compiled.wants.get(msg.step_key, ()) if compiled is not None else ()
         now = utcnow()
         grant = await self.committer.submit(
             Claim(msg.flow_id, msg.run_id, msg.step_key, msg.generation, self.owner, now + self.lease, now, want)
@@ -163,42 +167,52 @@ class Engine:
         if grant is None:
             return
         assert isinstance(grant, Grant)
-        key = (msg.run_id, msg.step_key, msg.generation)
-        self.running.add(key)
-        try:
-            if compiled is None or grant.manifest_id != compiled.manifest_id:
-                compiled = await self.compiled_for(grant.manifest_id)
-            result, output_json, inputs_json = await self._execute(compiled, msg, grant, now)
-            done = await self.committer.submit(
-                Complete(
-                    msg.flow_id, msg.run_id, msg.step_key, msg.generation, self.owner, result.status,
-                    output_json, result.error, inputs_json, now, utcnow(), compiled.graph, result.delay,
+        if compiled is None or grant.manifest_id != compiled.manifest_id:
+            compiled = await self.compiled_for(grant.manifest_id)
+        step_key, generation = msg.step_key, msg.generation
+        while True:
+            key = (msg.run_id, step_key, generation)
+            self.running.add(key)
+            try:
+                result, output_json, inputs_json = await self._execute(compiled, msg.flow_id, msg.run_id, step_key, grant)
+                finished = utcnow()
+                done = await self.committer.submit(
+                    Complete(
+                        msg.flow_id, msg.run_id, step_key, generation, self.owner, result.status, output_json, result.error,
+                        inputs_json, now, finished, compiled.graph, result.delay,
+                        finished + self.lease if self.accepting else None, compiled.wants,
+                    )
                 )
-            )
-        finally:
-            self.running.discard(key)
-        assert isinstance(done, Applied)
-        if done.applied:
+            finally:
+                self.running.discard(key)
+            assert isinstance(done, Applied)
+            if not done.applied:
+                return
             if result.status is StepStatus.FAILED:
-                log.warning("step %s of run %s failed: %s", msg.step_key, msg.run_id, result.error,
-                            extra={"event": "step.failed", "run_id": msg.run_id, "step_key": msg.step_key})
-            await self.apply_effects(done.effects)
+                log.warning("step %s of run %s failed: %s", step_key, msg.run_id, result.error,
+                            extra={"event": "step.failed", "run_id": msg.run_id, "step_key": step_key})
+            if done.effects.dispatched or done.effects.finished:
+                await self.apply_effects(done.effects)
+            if done.claimed is None:
+                return
+            step_key, generation, grant = done.claimed
+            now = finished
 
     async def _execute(
-        self, compiled: CompiledFlow, msg: StepMessage, grant: Grant, started: datetime
+        self, compiled: CompiledFlow, flow_id: str, run_id: str, step_key: str, grant: Grant
     ) -> tuple[StepResult, str | None, str | None]:
-        step_type = compiled.step_types.get(msg.step_key)
+        step_type = compiled.step_types.get(step_key)
         handler = self.handlers.get(step_type) if step_type is not None else None
         if handler is None:
             return StepResult.failed(f"no handler is registered for type {step_type!r} in this process"), None, None
-        template = compiled.templates[msg.step_key]
+        template = compiled.templates[step_key]
         inputs: Any = None
         inputs_json: str | None = None
         if not template.is_constant:
             missing = template.step_refs - grant.outputs.keys()
             outputs = dict(grant.outputs)
             if missing:  # the run pinned an older manifest whose inputs read other steps
-                for rec in await self.store.get_steps(msg.run_id):
+                for rec in await self.store.get_steps(run_id):
                     if rec.step_key in missing:
                         outputs[rec.step_key] = (rec.status, json.dumps(rec.output), rec.error)
             scope = Scope(
@@ -214,13 +228,13 @@ class Engine:
             inputs = template.resolve(Scope())
         if inputs is not None:
             inputs_json = json.dumps(inputs)
-        ctx = StepContext(msg.run_id, msg.flow_id, msg.step_key, grant.attempt, grant.trigger_key)
+        ctx = StepContext(run_id, flow_id, step_key, grant.attempt, grant.trigger_key)
         try:
             value = await call_handler(handler, inputs, ctx)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.debug("handler of step %s raised", msg.step_key, exc_info=True)
+            log.debug("handler of step %s raised", step_key, exc_info=True)
             return StepResult.failed(f"{type(exc).__name__}: {exc}"), None, inputs_json
         result, output_json = to_result(value)
         return result, output_json, inputs_json
@@ -273,27 +287,29 @@ class Engine:
         await self.apply_effects(res.effects)
 
     async def wait(self, run_id: str, timeout: float | None = None, poll: float = 0.5) -> RunRecord:
-        """Wait until the run is final; also notices runs finished by other processes."""
+        """Wait until the run is final; also notices runs finished by other processes (polling every ``poll`` s)."""
+        run = await self._run_or_raise(run_id)
+        if run.status.is_final:
+            return run
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            fut: asyncio.Future[RunStatus] = loop.create_future()
-            self._waiters.setdefault(run_id, []).append(fut)
-            run = await self._run_or_raise(run_id)
-            if run.status.is_final:
-                fut.cancel()
-                return run
-            wait_for = poll if deadline is None else min(poll, deadline - loop.time())
-            if wait_for <= 0:
-                fut.cancel()
-                raise TimeoutError(f"run {run_id} did not finish within {timeout}s")
-            try:
-                await asyncio.wait_for(asyncio.shield(fut), wait_for)
-            except TimeoutError:
-                pass
-            finally:
-                lst = self._waiters.get(run_id)
-                if lst is not None and fut in lst:
-                    lst.remove(fut)
-                    if not lst:
-                        self._waiters.pop(run_id, None)
+        fut: asyncio.Future[RunStatus] = loop.create_future()
+        waiters = self._waiters.setdefault(run_id, [])
+        waiters.append(fut)
+        try:
+            while True:
+                wait_for = poll if deadline is None else min(poll, deadline - loop.time())
+                if wait_for <= 0:
+                    raise TimeoutError(f"run {run_id} did not finish within {timeout}s")
+                await asyncio.wait((fut,), timeout=wait_for)
+                if fut.done():
+                    break
+                run = await self._run_or_raise(run_id)
+                if run.status.is_final:
+                    return run
+        finally:
+            if fut in waiters:
+                waiters.remove(fut)
+            if not waiters and self._waiters.get(run_id) is waiters:
+                del self._waiters[run_id]
+        return await self._run_or_raise(run_id)

@@ -26,6 +26,7 @@ from .exceptions import ConfigurationError, InputValidationError
 __all__ = ["Handler", "HandlerFunc", "StepContext", "call_handler", "to_result"]
 
 HandlerFunc = Callable[..., Any]
+_encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
 log = logging.getLogger("floworchestrator.steps")
 
 
@@ -119,6 +120,6 @@ def to_result(value: Any) -> tuple[StepResult, str | None]:
     if output is None:
         return result, None
     try:
-        return result, json.dumps(output, allow_nan=False, separators=(",", ":"))
+        return result, _encode(output)
     except (TypeError, ValueError) as exc:
         return StepResult.failed(f"the step's output is not JSON-serialisable: {exc}"), None

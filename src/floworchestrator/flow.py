@@ -122,6 +122,10 @@ class CompiledFlow:
     graph: Graph
     step_types: Mapping[str, str]
     templates: Mapping[str, InputTemplate]
+    waiting: tuple[int, ...]
+    """Predecessor count of each step, in ``graph.order``."""
+    wants: Mapping[str, tuple[str, ...]]
+    """For each step, the steps whose outputs its inputs read."""
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> CompiledFlow:
@@ -138,13 +142,16 @@ class CompiledFlow:
                 raise ValueError(f"step {key!r}: {problems[0][1]}")
             templates[key] = template
         canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=str)
+        graph = Graph.build(preds)
         return cls(
             flow_id=str(manifest["id"]),
             manifest=dict(manifest),
             manifest_id=hashlib.sha256(canonical.encode()).hexdigest()[:32],
-            graph=Graph.build(preds),
+            graph=graph,
             step_types={key: str(s["type"]) for key, s in steps.items()},
             templates=templates,
+            waiting=tuple(len(graph.preds[k]) for k in graph.order),
+            wants={k: tuple(sorted(t.step_refs)) for k, t in templates.items()},
         )
 
 

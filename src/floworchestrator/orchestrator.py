@@ -161,6 +161,7 @@ class Orchestrator:
             return
         try:
             await self._sync_flows(list(self._flows.values()))
+            self.engine.accepting = True
             await self.dispatcher.start(self.engine.run_step)
             self._started = True
             # Only this process's memory held the queue of a non-durable runtime.
@@ -192,6 +193,7 @@ class Orchestrator:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         if self._workers:
+            self.engine.accepting = False
             await self.dispatcher.stop(self.shutdown_timeout)
         await self.engine.committer.drain()
         await self.store.close()

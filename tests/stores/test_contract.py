@@ -59,7 +59,7 @@ async def setup_flows(store: Store, *manifests: dict[str, object], enabled: bool
 
 
 def start_op(c: CompiledFlow, *, key: str | None = None, body: object = None, now: datetime = T0) -> StartRun:
-    return StartRun(new_id(), c.flow_id, c.manifest_id, c.graph.order, c.graph.entries, "manual",
+    return StartRun(new_id(), c.flow_id, c.manifest_id, c.graph.order, c.waiting, "manual",
                     json.dumps(body), json.dumps({"x-id": "7"}), key, now)
 
 
@@ -472,3 +472,42 @@ async def test_graph_is_taken_from_the_completion(store: Store) -> None:
     res = await one(store, Complete(c.flow_id, rid, "a", 1, "w1", S.SUCCEEDED, None, None, None, T0, T0, g))
     assert isinstance(res, Applied) and res.effects.finished == ((rid, RunStatus.SUCCEEDED),)
     assert await statuses(store, rid) == {"a": S.SUCCEEDED, "b": S.SKIPPED, "c": S.SKIPPED}
+
+
+async def test_folded_completion_claims_one_ready_step_for_the_same_worker(store: Store) -> None:
+    c = (await setup_flows(store, DIAMOND))["diamond"]
+    run = await start(store, c)
+    rid = run.run_id
+    assert rid
+    await one(store, claim(c, rid, "a"))
+    op = complete(c, rid, "a", output={"v": 1})
+    op.fold_lease_until = T0 + timedelta(seconds=60)
+    op.fold_wants = {"b": ("a",)}
+    res = await one(store, op)
+    assert isinstance(res, Applied) and res.claimed is not None
+    key, gen, grant = res.claimed
+    assert (key, gen, grant.attempt) == ("b", 1, 1)
+    assert json.loads(grant.outputs["a"][1] or "null") == {"v": 1}
+    assert [(d.step_key, d.generation) for d in res.effects.dispatched] == [("c", 1)]
+    steps = {s.step_key: s for s in await store.get_steps(rid)}
+    assert (steps["b"].status, steps["b"].owner, steps["b"].queued) == (S.RUNNING, "w1", False)
+    assert (steps["c"].status, steps["c"].queued) == (S.PENDING, True)
+    # The folded claim is a claim like any other: a stray message for it does nothing.
+    assert await one(store, claim(c, rid, "b", owner="w2")) is None
+
+
+async def test_counters_survive_retry_of_a_branch_while_the_join_waits(store: Store) -> None:
+    c = (await setup_flows(store, DIAMOND))["diamond"]
+    run = await start(store, c)
+    rid = run.run_id
+    assert rid
+    await run_step(store, c, rid, "a")
+    await run_step(store, c, rid, "b", S.FAILED, error="x")
+    # "c" is still queued: the join must not be decided yet, and retrying "b" must keep it waiting for both.
+    await one(store, RetryStep(c.flow_id, rid, "b", c.graph, T0))
+    await run_step(store, c, rid, "b", gen=2)
+    assert await statuses(store, rid) == {"a": S.SUCCEEDED, "b": S.SUCCEEDED, "c": S.PENDING, "d": S.PENDING}
+    res = await run_step(store, c, rid, "c")
+    assert [d.step_key for d in res.effects.dispatched] == ["d"]
+    fin = await run_step(store, c, rid, "d")
+    assert fin.effects.finished == ((rid, RunStatus.SUCCEEDED),)

@@ -3,12 +3,19 @@
 A store opens one transaction per batch, wraps it in a :class:`Txn` and calls
 :func:`apply_ops`. The algorithm (what to check, what to write, in what
 order) lives here once; a store only says how to read and write rows.
+
+Advancing a run is incremental, so a completion costs the same whatever the
+size of its run: every step row counts the predecessors it still ``waits``
+for, and every run counts its ``open`` (non-final) steps. A completion
+decrements its successors' counters; only a successor that reaches zero has
+its predecessors' statuses read (once) for the planner's accept-or-skip
+decision, and the run is classified only when its open count reaches zero.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -34,6 +41,7 @@ from .base import (
 )
 
 _RETRYABLE = frozenset({StepStatus.FAILED, StepStatus.TIMED_OUT, StepStatus.CANCELLED})
+_NO_EFFECTS = Effects()
 
 
 @dataclass(slots=True)
@@ -57,13 +65,32 @@ class Txn(ABC):
 
     @abstractmethod
     def insert_run(self, op: StartRun) -> None:
-        """Insert the run (status Running) and every step Pending, unqueued, generation 0."""
+        """Insert the run (status Running, ``open`` = number of steps) and every step Pending, unqueued,
+        generation 0, waiting for ``op.waiting[i]`` predecessors."""
 
     @abstractmethod
     def run_status(self, run_id: str) -> RunStatus | None: ...
 
     @abstractmethod
-    def load_steps(self, run_id: str) -> dict[str, StepState]: ...
+    def load_steps(self, run_id: str) -> dict[str, StepState]:
+        """Every step of the run."""
+
+    @abstractmethod
+    def load_statuses(self, run_id: str, keys: Iterable[str]) -> dict[str, StepStatus]:
+        """The status of each of ``keys`` that exists."""
+
+    @abstractmethod
+    def release(self, run_id: str, keys: Sequence[str]) -> dict[str, int]:
+        """Decrement ``waiting`` once per occurrence of each key; return {key: generation} of the
+        steps that now wait for nothing and are Pending and unqueued."""
+
+    @abstractmethod
+    def close(self, run_id: str, n: int) -> int:
+        """Subtract ``n`` (may be negative) from the run's open-step count; return the new count."""
+
+    @abstractmethod
+    def set_counters(self, run_id: str, open_steps: int, waiting: Mapping[str, int]) -> None:
+        """Overwrite the run's open-step count and the given steps' ``waiting``."""
 
     @abstractmethod
     def queue(self, run_id: str, items: Sequence[tuple[str, int]], not_before: datetime, now: datetime) -> list[tuple[str, int]]:
@@ -128,9 +155,7 @@ def _apply(tx: Txn, op: Op) -> Result:
     if isinstance(op, RetryStep):
         return _retry(tx, op)
     if isinstance(op, Reconcile):
-        if tx.run_status(op.run_id) is not RunStatus.RUNNING:
-            return Applied(False)
-        return Applied(True, _advance(tx, op.flow_id, op.run_id, op.graph, None, op.now))
+        return _reconcile(tx, op)
     if isinstance(op, ExpireLease):
         if not tx.expire(op):
             return Applied(False)
@@ -153,7 +178,8 @@ def _start(tx: Txn, op: StartRun) -> RunStarted:
             return RunStarted(existing, False)
     tx.insert_run(op)
     tx.event(op.run_id, None, "RunStarted", {"flow_id": op.flow_id, "trigger": op.trigger_key}, op.now)
-    queued = tx.queue(op.run_id, [(k, 1) for k in op.entries], op.now, op.now)
+    entries = [(k, 1) for k, w in zip(op.step_keys, op.waiting, strict=True) if w == 0]
+    queued = tx.queue(op.run_id, entries, op.now, op.now)
     return RunStarted(op.run_id, True, effects=Effects(_dispatches(op.flow_id, op.run_id, queued)))
 
 
@@ -166,25 +192,93 @@ def _complete(tx: Txn, op: Complete) -> Applied:
         return Applied(True, Effects(_dispatches(op.flow_id, op.run_id, queued, op.delay)))
     if not tx.finish_step(op, op.status):
         return Applied(False)
-    tx.event(op.run_id, op.step_key, f"Step{op.status.value}", {"error": op.error} if op.error else None, op.now)
-    return Applied(True, _advance(tx, op.flow_id, op.run_id, op.graph, op.graph.succs[op.step_key], op.now))
+    tx.event(op.run_id, op.step_key, "Step" + op.status.value, {"error": op.error} if op.error else None, op.now)
+    ready, outcome = _propagate(tx, op.run_id, op.graph, [op.step_key], op.now)
+    queued = tx.queue(op.run_id, ready, op.now, op.now) if ready else []
+    claimed = None
+    if queued and op.fold_lease_until is not None:
+        key, gen = queued[0]
+        wants = op.fold_wants.get(key, ()) if op.fold_wants else ()
+        grant = tx.claim(Claim(op.flow_id, op.run_id, key, gen, op.owner, op.fold_lease_until, op.now, wants))
+        if grant is not None:
+            claimed = (key, gen, grant)
+            queued = queued[1:]
+    finished = _finish(tx, op.run_id, outcome, op.now)
+    if not queued and not finished:
+        return Applied(True, _NO_EFFECTS, claimed)
+    return Applied(True, Effects(_dispatches(op.flow_id, op.run_id, queued), finished), claimed)
 
 
-def _advance(tx: Txn, flow_id: str, run_id: str, graph: planner.Graph, candidates: Sequence[str] | None, now: datetime) -> Effects:
+def _propagate(
+    tx: Txn, run_id: str, graph: planner.Graph, finished: Sequence[str], now: datetime
+) -> tuple[list[tuple[str, int]], RunStatus | None]:
+    """Release the successors of steps that just became final; return (ready steps with their next
+    generation, the run's outcome if it has no open step left)."""
+    ready: list[tuple[str, int]] = []
+    closed = len(finished)
+    frontier: Sequence[str] = finished
+    while frontier:
+        succs = [s for k in frontier for s in graph.succs[k]]
+        if not succs:
+            break
+        zero = tx.release(run_id, succs)
+        if not zero:
+            break
+        statuses = tx.load_statuses(run_id, {p for z in zero for p in graph.preds[z]})
+        skipped = []
+        for key, gen in zero.items():
+            verdict = planner.accepts(graph, key, statuses)
+            if verdict:
+                ready.append((key, gen + 1))
+            elif verdict is not None:
+                skipped.append(key)
+        if skipped:
+            tx.set_steps(run_id, skipped, StepStatus.SKIPPED, now)
+            for k in skipped:
+                tx.event(run_id, k, "StepSkipped", None, now)
+            closed += len(skipped)
+        frontier = skipped
+    remaining = tx.close(run_id, closed)
+    if remaining > 0 or ready:
+        return ready, None
     steps = tx.load_steps(run_id)
+    return ready, planner.classify(graph, {k: s.status for k, s in steps.items()})
+
+
+def _finish(tx: Txn, run_id: str, outcome: RunStatus | None, now: datetime) -> tuple[tuple[str, RunStatus], ...]:
+    if outcome is None or not tx.finish_run(run_id, outcome, now):
+        return ()
+    tx.event(run_id, None, "Run" + outcome.value, None, now)
+    return ((run_id, outcome),)
+
+
+def _recount(tx: Txn, run_id: str, graph: planner.Graph, statuses: Mapping[str, StepStatus]) -> None:
+    """Rebuild the run's counters from the statuses it will have once this transaction commits."""
+    final = FINAL_STEP_STATUSES
+    waiting = {
+        k: sum(1 for p in graph.preds[k] if statuses[p] not in final)
+        for k, st in statuses.items()
+        if st is StepStatus.PENDING and k in graph.preds
+    }
+    tx.set_counters(run_id, sum(1 for st in statuses.values() if st not in final), waiting)
+
+
+def _reconcile(tx: Txn, op: Reconcile) -> Applied:
+    if tx.run_status(op.run_id) is not RunStatus.RUNNING:
+        return Applied(False)
+    steps = tx.load_steps(op.run_id)
     statuses = {k: s.status for k, s in steps.items()}
     dispatched = {k for k, s in steps.items() if s.queued or s.status is StepStatus.RUNNING}
-    decision = planner.advance(graph, statuses, dispatched, candidates)
+    decision = planner.advance(op.graph, statuses, dispatched, None)
     if decision.skipped:
-        tx.set_steps(run_id, decision.skipped, StepStatus.SKIPPED, now)
+        tx.set_steps(op.run_id, decision.skipped, StepStatus.SKIPPED, op.now)
         for k in decision.skipped:
-            tx.event(run_id, k, "StepSkipped", None, now)
-    queued = tx.queue(run_id, [(k, steps[k].generation + 1) for k in decision.ready], now, now) if decision.ready else []
-    finished: tuple[tuple[str, RunStatus], ...] = ()
-    if decision.outcome is not None and tx.finish_run(run_id, decision.outcome, now):
-        tx.event(run_id, None, f"Run{decision.outcome.value}", None, now)
-        finished = ((run_id, decision.outcome),)
-    return Effects(_dispatches(flow_id, run_id, queued), finished)
+            tx.event(op.run_id, k, "StepSkipped", None, op.now)
+            statuses[k] = StepStatus.SKIPPED
+    _recount(tx, op.run_id, op.graph, statuses)
+    queued = tx.queue(op.run_id, [(k, steps[k].generation + 1) for k in decision.ready], op.now, op.now)
+    finished = _finish(tx, op.run_id, decision.outcome, op.now)
+    return Applied(True, Effects(_dispatches(op.flow_id, op.run_id, queued), finished))
 
 
 def _cancel(tx: Txn, op: CancelRun) -> Applied:
@@ -195,6 +289,7 @@ def _cancel(tx: Txn, op: CancelRun) -> Applied:
         raise InvalidOperationError(f"run {op.run_id!r} is already {status.value}; only a Running run can be cancelled")
     steps = tx.load_steps(op.run_id)
     tx.set_steps(op.run_id, [k for k, s in steps.items() if s.status not in FINAL_STEP_STATUSES], StepStatus.CANCELLED, op.now)
+    tx.set_counters(op.run_id, 0, {})
     tx.finish_run(op.run_id, RunStatus.CANCELLED, op.now)
     tx.event(op.run_id, None, "RunCancelled", None, op.now)
     return Applied(True, Effects(finished=((op.run_id, RunStatus.CANCELLED),)))
@@ -215,7 +310,11 @@ def _retry(tx: Txn, op: RetryStep) -> Applied:
     busy = [k for k in after if steps[k].status is StepStatus.RUNNING or steps[k].queued]
     if busy:
         raise InvalidOperationError(f"steps after {op.step_key!r} are still running ({', '.join(busy)}); retry when they finish")
-    tx.set_steps(op.run_id, [op.step_key, *after], StepStatus.PENDING, op.now, reset=True)
+    reset = [op.step_key, *after]
+    tx.set_steps(op.run_id, reset, StepStatus.PENDING, op.now, reset=True)
+    statuses = {k: s.status for k, s in steps.items()}
+    statuses.update(dict.fromkeys(reset, StepStatus.PENDING))
+    _recount(tx, op.run_id, op.graph, statuses)
     tx.reopen_run(op.run_id)
     tx.event(op.run_id, op.step_key, "StepRetried", None, op.now)
     queued = tx.queue(op.run_id, [(op.step_key, state.generation + 1)], op.now, op.now)

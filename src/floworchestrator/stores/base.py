@@ -102,7 +102,7 @@ class EventRecord:
 # --- write operations (the input of Store.apply) ----------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartRun:
     """Create a run with every step Pending and queue its entry steps.
 
@@ -116,7 +116,8 @@ class StartRun:
     flow_id: str
     manifest_id: str
     step_keys: tuple[str, ...]
-    entries: tuple[str, ...]
+    waiting: tuple[int, ...]
+    """For each step in ``step_keys``, how many predecessors it waits for; entry steps (0) are queued."""
     trigger_key: str
     body_json: str
     headers_json: str
@@ -124,7 +125,7 @@ class StartRun:
     now: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Claim:
     """Take a queued step for ``owner`` until ``lease_until``.
 
@@ -144,7 +145,7 @@ class Claim:
     want_outputs: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Complete:
     """Record how a claimed step ended and advance its run, in one transaction.
 
@@ -170,9 +171,14 @@ class Complete:
     now: datetime
     graph: Graph
     delay: float = 0.0
+    fold_lease_until: datetime | None = None
+    """If set, claim one of the steps this completion makes ready for the same owner, in the same
+    transaction (the worker runs it next, without a queue round trip); ``fold_wants`` gives each
+    step's ``want_outputs`` for that claim."""
+    fold_wants: Mapping[str, tuple[str, ...]] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RetryStep:
     """Queue a failed, timed-out or cancelled step again and reset every step after it to Pending.
 
@@ -188,7 +194,7 @@ class RetryStep:
     now: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CancelRun:
     """Cancel a Running run: the run and each non-final step become Cancelled."""
 
@@ -196,7 +202,7 @@ class CancelRun:
     now: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reconcile:
     """Re-evaluate a Running run from scratch: queue ready steps, skip dead ends, end it if every step is final."""
 
@@ -206,7 +212,7 @@ class Reconcile:
     now: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ExpireLease:
     """Take back a Running step whose lease ended before ``now``.
 
@@ -221,7 +227,7 @@ class ExpireLease:
     now: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ExtendLeases:
     """Move ``lease_until`` forward for Running steps still owned by ``owner``."""
 
@@ -236,7 +242,7 @@ Op = StartRun | Claim | Complete | RetryStep | CancelRun | Reconcile | ExpireLea
 # --- results ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Dispatch:
     """A step the store queued (its ledger row was inserted by this batch)."""
 
@@ -247,7 +253,7 @@ class Dispatch:
     delay: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Effects:
     """What a write caused that the engine must act on."""
 
@@ -255,7 +261,7 @@ class Effects:
     finished: tuple[tuple[str, RunStatus], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunStarted:
     """Result of StartRun."""
 
@@ -266,7 +272,7 @@ class RunStarted:
     effects: Effects = field(default_factory=Effects)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Grant:
     """Result of a successful Claim: what the worker needs to run the handler."""
 
@@ -279,12 +285,14 @@ class Grant:
     """For each wanted step that exists: (status, output JSON, error)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Applied:
     """Result of Complete, RetryStep, CancelRun, Reconcile, ExpireLease, ExtendLeases."""
 
     applied: bool
     effects: Effects = field(default_factory=Effects)
+    claimed: tuple[str, int, Grant] | None = None
+    """A step claimed by a folded completion: (step_key, generation, grant)."""
 
 
 Result = RunStarted | Grant | Applied | None

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable, Sequence
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -41,11 +42,13 @@ class _Run:
     rec: RunRecord
     body_json: str
     headers_json: str
+    open: int = 0
 
 
 @dataclass(slots=True)
 class _Step:
     status: StepStatus
+    waiting: int = 0
     generation: int = 0
     queued: bool = False
     attempts: int = 0
@@ -76,23 +79,31 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+_STEP_FIELDS = _Step.__slots__
+_snapshot = operator.attrgetter(*_STEP_FIELDS)
+
+
 class _MemoryTxn(Txn):
     def __init__(self, data: _Data) -> None:
         self.d = data
         self.undo: list[Callable[[], object]] = []
+        self.saved: dict[int, tuple[_Step, tuple[Any, ...]]] = {}
+
+    def rollback(self) -> None:
+        for row, values in self.saved.values():
+            for name, value in zip(_STEP_FIELDS, values, strict=True):
+                setattr(row, name, value)
+        for undo in reversed(self.undo):
+            undo()
 
     def _step(self, run_id: str, key: str) -> _Step | None:
         steps = self.d.steps.get(run_id)
         return None if steps is None else steps.get(key)
 
     def _save(self, row: _Step) -> None:
-        old = replace(row)
-
-        def restore() -> None:
-            for f in row.__slots__:
-                setattr(row, f, getattr(old, f))
-
-        self.undo.append(restore)
+        # One snapshot per row per batch is enough to roll the batch back.
+        if id(row) not in self.saved:
+            self.saved[id(row)] = (row, _snapshot(row))
 
     def flow_enabled(self, flow_id: str) -> bool:
         flow = self.d.flows.get(flow_id)
@@ -109,8 +120,8 @@ class _MemoryTxn(Txn):
             op.run_id, op.flow_id, RunStatus.RUNNING, op.manifest_id, op.trigger_key, None, {},
             op.idempotency_key, op.now, None,
         )
-        d.runs[op.run_id] = _Run(rec, op.body_json, op.headers_json)
-        d.steps[op.run_id] = {k: _Step(StepStatus.PENDING) for k in op.step_keys}
+        d.runs[op.run_id] = _Run(rec, op.body_json, op.headers_json, len(op.step_keys))
+        d.steps[op.run_id] = {k: _Step(StepStatus.PENDING, w) for k, w in zip(op.step_keys, op.waiting, strict=True)}
         if op.idempotency_key is not None:
             d.run_keys[(op.flow_id, op.idempotency_key)] = op.run_id
 
@@ -128,6 +139,38 @@ class _MemoryTxn(Txn):
 
     def load_steps(self, run_id: str) -> dict[str, StepState]:
         return {k: StepState(s.status, s.generation, s.queued) for k, s in self.d.steps.get(run_id, {}).items()}
+
+    def load_statuses(self, run_id: str, keys: Iterable[str]) -> dict[str, StepStatus]:
+        steps = self.d.steps.get(run_id, {})
+        return {k: steps[k].status for k in keys if k in steps}
+
+    def release(self, run_id: str, keys: Sequence[str]) -> dict[str, int]:
+        steps = self.d.steps.get(run_id, {})
+        out: dict[str, int] = {}
+        for k in keys:
+            row = steps.get(k)
+            if row is None:
+                continue
+            self._save(row)
+            row.waiting -= 1
+            if row.waiting == 0 and row.status is StepStatus.PENDING and not row.queued:
+                out[k] = row.generation
+        return out
+
+    def close(self, run_id: str, n: int) -> int:
+        run = self.d.runs[run_id]
+        old = run.open
+        run.open = old - n
+        self.undo.append(functools.partial(setattr, run, "open", old))
+        return run.open
+
+    def set_counters(self, run_id: str, open_steps: int, waiting: Mapping[str, int]) -> None:
+        self.close(run_id, self.d.runs[run_id].open - open_steps)
+        steps = self.d.steps[run_id]
+        for k, w in waiting.items():
+            row = steps[k]
+            self._save(row)
+            row.waiting = w
 
     def queue(self, run_id: str, items: Sequence[tuple[str, int]], not_before: datetime, now: datetime) -> list[tuple[str, int]]:
         out = []
@@ -255,8 +298,7 @@ class MemoryStore(Store):
         try:
             return apply_ops(tx, ops)
         except BaseException:
-            for undo in reversed(tx.undo):
-                undo()
+            tx.rollback()
             raise
 
     async def upsert_flows(self, flows: Sequence[tuple[str, str, str, str, bool]], now: datetime) -> None:

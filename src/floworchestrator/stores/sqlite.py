@@ -14,7 +14,7 @@ import asyncio
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,9 +89,12 @@ class _SQLiteTxn(Txn):
     def insert_run(self, op: StartRun) -> None:
         self.c.execute(
             Q["insert_run"],
-            (op.run_id, op.flow_id, op.manifest_id, op.trigger_key, op.body_json, op.headers_json, op.idempotency_key, _ts(op.now)),
+            (op.run_id, op.flow_id, op.manifest_id, op.trigger_key, op.body_json, op.headers_json, op.idempotency_key,
+             len(op.step_keys), _ts(op.now)),
         )
-        self.c.executemany(Q["insert_step"], [(op.run_id, k, i) for i, k in enumerate(op.step_keys)])
+        self.c.executemany(
+            Q["insert_step"], [(op.run_id, k, i, w) for i, (k, w) in enumerate(zip(op.step_keys, op.waiting, strict=True))]
+        )
 
     def run_status(self, run_id: str) -> RunStatus | None:
         row = self.c.execute(Q["run_status"], (run_id,)).fetchone()
@@ -99,6 +102,26 @@ class _SQLiteTxn(Txn):
 
     def load_steps(self, run_id: str) -> dict[str, StepState]:
         return {k: StepState(_STATUS[st], gen, bool(q)) for k, st, gen, q in self.c.execute(Q["load_steps"], (run_id,))}
+
+    def load_statuses(self, run_id: str, keys: Iterable[str]) -> dict[str, StepStatus]:
+        return {k: _STATUS[st] for k, st in self.c.execute(Q["load_statuses"], (run_id, json.dumps(list(keys))))}
+
+    def release(self, run_id: str, keys: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        execute, q = self.c.execute, Q["release_step"]
+        for k in keys:
+            row = execute(q, (run_id, k)).fetchone()
+            if row is not None and row[0] == 0 and row[1] == "Pending" and not row[2]:
+                out[k] = row[3]
+        return out
+
+    def close(self, run_id: str, n: int) -> int:
+        row = self.c.execute(Q["close_steps"], (n, run_id)).fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def set_counters(self, run_id: str, open_steps: int, waiting: Mapping[str, int]) -> None:
+        self.c.execute(Q["set_open_steps"], (open_steps, run_id))
+        self.c.executemany(Q["set_waiting"], [(w, run_id, k) for k, w in waiting.items()])
 
     def queue(self, run_id: str, items: Sequence[tuple[str, int]], not_before: datetime, now: datetime) -> list[tuple[str, int]]:
         out = []

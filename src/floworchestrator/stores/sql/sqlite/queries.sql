@@ -37,17 +37,33 @@ SELECT run_id FROM fo_runs WHERE flow_id = ? AND idempotency_key = ?;
 
 -- name: insert_run
 INSERT INTO fo_runs (run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_headers,
-    idempotency_key, created_at, finished_at)
-VALUES (?, ?, 'Running', ?, ?, ?, ?, ?, ?, NULL);
+    idempotency_key, open_steps, created_at, finished_at)
+VALUES (?, ?, 'Running', ?, ?, ?, ?, ?, ?, ?, NULL);
 
 -- name: insert_step
-INSERT INTO fo_steps (run_id, step_key, seq, status) VALUES (?, ?, ?, 'Pending');
+INSERT INTO fo_steps (run_id, step_key, seq, status, waiting) VALUES (?, ?, ?, 'Pending', ?);
 
 -- name: run_status
 SELECT status FROM fo_runs WHERE run_id = ?;
 
 -- name: load_steps
 SELECT step_key, status, generation, queued FROM fo_steps WHERE run_id = ?;
+
+-- name: load_statuses
+SELECT step_key, status FROM fo_steps WHERE run_id = ? AND step_key IN (SELECT value FROM json_each(?));
+
+-- name: release_step
+UPDATE fo_steps SET waiting = waiting - 1 WHERE run_id = ? AND step_key = ?
+RETURNING waiting, status, queued, generation;
+
+-- name: close_steps
+UPDATE fo_runs SET open_steps = open_steps - ? WHERE run_id = ? RETURNING open_steps;
+
+-- name: set_open_steps
+UPDATE fo_runs SET open_steps = ? WHERE run_id = ?;
+
+-- name: set_waiting
+UPDATE fo_steps SET waiting = ? WHERE run_id = ? AND step_key = ?;
 
 -- name: insert_dispatch
 INSERT OR IGNORE INTO fo_dispatches (run_id, step_key, generation, dispatched_at) VALUES (?, ?, ?, ?);

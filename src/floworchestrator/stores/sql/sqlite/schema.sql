@@ -29,6 +29,7 @@ CREATE TABLE fo_runs (
     trigger_body    TEXT NOT NULL,
     trigger_headers TEXT NOT NULL,
     idempotency_key TEXT,
+    open_steps      INTEGER NOT NULL DEFAULT 0, -- steps not yet final; the run is classified at 0
     created_at      REAL NOT NULL,
     finished_at     REAL
 );
@@ -41,6 +42,7 @@ CREATE TABLE fo_steps (
     step_key    TEXT NOT NULL,
     seq         INTEGER NOT NULL,              -- creation order within the run
     status      TEXT NOT NULL,
+    waiting     INTEGER NOT NULL DEFAULT 0,    -- predecessors not yet final
     generation  INTEGER NOT NULL DEFAULT 0,    -- dispatches so far
     queued      INTEGER NOT NULL DEFAULT 0,    -- dispatched, waiting for a claim
     attempts    INTEGER NOT NULL DEFAULT 0,
