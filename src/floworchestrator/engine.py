@@ -36,6 +36,7 @@ from .stores.base import (
     Claim,
     Complete,
     Effects,
+    ExpireLease,
     Grant,
     Reconcile,
     RetryStep,
@@ -174,7 +175,13 @@ class Engine:
             key = (msg.run_id, step_key, generation)
             self.running.add(key)
             try:
-                result, output_json, inputs_json = await self._execute(compiled, msg.flow_id, msg.run_id, step_key, grant)
+                try:
+                    result, output_json, inputs_json = await self._execute(compiled, msg.flow_id, msg.run_id, step_key, grant)
+                except asyncio.CancelledError:
+                    # Shut down mid-step: give the claim back so the next start runs the step at once
+                    # instead of waiting for the lease to run out.
+                    await asyncio.shield(self._give_back(msg.flow_id, msg.run_id, step_key, generation))
+                    raise
                 finished = utcnow()
                 done = await self.committer.submit(
                     Complete(
@@ -197,6 +204,12 @@ class Engine:
                 return
             step_key, generation, grant = done.claimed
             now = finished
+
+    async def _give_back(self, flow_id: str, run_id: str, step_key: str, generation: int) -> None:
+        try:
+            await self.committer.submit(ExpireLease(flow_id, run_id, step_key, generation, utcnow(), owner=self.owner))
+        except Exception:
+            log.exception("could not give back step %s of run %s; its lease will expire", step_key, run_id)
 
     async def _execute(
         self, compiled: CompiledFlow, flow_id: str, run_id: str, step_key: str, grant: Grant

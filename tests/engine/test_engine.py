@@ -453,3 +453,38 @@ async def test_concurrent_completions_share_a_commit(store_kind: str, tmp_path: 
     assert run.status is RunStatus.SUCCEEDED
     # ~100 claims and completions (one claim rides in the root's completion) went through a handful of transactions.
     assert sum(sizes) >= 100 and max(sizes) > 10 and len(sizes) < 60
+
+
+async def test_step_cut_off_by_shutdown_is_given_back_and_runs_on_next_start(store_kind: str, tmp_path: Path) -> None:
+    from ..conftest import make_store
+
+    store = make_store(store_kind, tmp_path)
+    calls: list[int] = []
+    started = asyncio.Event()
+
+    def build() -> Orchestrator:
+        orch = Orchestrator(store=store, runtime="inprocess", cron=False, shutdown_timeout=0.1)
+
+        @orch.handler("Slow")
+        async def slow(inputs: Any, ctx: StepContext) -> str:
+            calls.append(ctx.attempt)
+            started.set()
+            if ctx.attempt == 1:
+                await asyncio.sleep(30)
+            return "second time lucky"
+
+        orch.register(Flow("f", {"a": Step("Slow")}))
+        return orch
+
+    first = build()
+    await first.start()
+    rid = await first.trigger("f")
+    await started.wait()
+    await first.stop()  # the handler is still sleeping: it is cancelled after 0.1 s
+    second = build()
+    async with second:
+        run = await second.wait(rid, timeout=5)  # no lease to wait out
+        attempts = await second.get_attempts(rid)
+    assert run.status is RunStatus.SUCCEEDED and calls == [1, 2]
+    assert [(a.attempt, a.status) for a in attempts] == [(1, S.CANCELLED), (2, S.SUCCEEDED)]
+    assert "shut down before the step finished" in (attempts[0].error or "")

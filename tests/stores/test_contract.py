@@ -511,3 +511,17 @@ async def test_counters_survive_retry_of_a_branch_while_the_join_waits(store: St
     assert [d.step_key for d in res.effects.dispatched] == ["d"]
     fin = await run_step(store, c, rid, "d")
     assert fin.effects.finished == ((rid, RunStatus.SUCCEEDED),)
+
+
+async def test_owner_may_give_back_its_claim_before_the_lease_ends(store: Store) -> None:
+    c = (await setup_flows(store, LINEAR))["linear"]
+    run = await start(store, c)
+    rid = run.run_id
+    assert rid
+    await one(store, claim(c, rid, "a", owner="w1", lease=600))
+    other = await one(store, ExpireLease(c.flow_id, rid, "a", 1, T0, owner="w2"))
+    assert isinstance(other, Applied) and not other.applied
+    res = await one(store, ExpireLease(c.flow_id, rid, "a", 1, T0, owner="w1"))
+    assert isinstance(res, Applied) and [(d.step_key, d.generation) for d in res.effects.dispatched] == [("a", 2)]
+    (att,) = await store.get_attempts(rid)
+    assert (att.status, att.owner) == (S.CANCELLED, "w1") and "shut down" in (att.error or "")

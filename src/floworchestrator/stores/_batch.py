@@ -118,9 +118,10 @@ class Txn(ABC):
     def reopen_run(self, run_id: str) -> None: ...
 
     @abstractmethod
-    def expire(self, op: ExpireLease) -> bool:
-        """If the step is Running at op.generation with a lease before op.now: record a failed
-        attempt ("lease expired") and leave the step Pending, unqueued."""
+    def take_back(self, op: ExpireLease, status: StepStatus, error: str) -> bool:
+        """If the step is Running at op.generation and either op.owner owns it or (op.owner None) its
+        lease ended before op.now: record an attempt with ``status`` and ``error`` (the text may
+        contain ``{owner}``) and leave the step Pending, unqueued."""
 
     @abstractmethod
     def extend_leases(self, op: ExtendLeases) -> None: ...
@@ -157,10 +158,15 @@ def _apply(tx: Txn, op: Op) -> Result:
     if isinstance(op, Reconcile):
         return _reconcile(tx, op)
     if isinstance(op, ExpireLease):
-        if not tx.expire(op):
+        if op.owner is None:
+            taken = tx.take_back(op, StepStatus.FAILED, "lease expired: worker {owner} stopped responding")
+        else:
+            taken = tx.take_back(op, StepStatus.CANCELLED, "interrupted: worker {owner} shut down before the step finished")
+        if not taken:
             return Applied(False)
         queued = tx.queue(op.run_id, [(op.step_key, op.generation + 1)], op.now, op.now)
-        tx.event(op.run_id, op.step_key, "StepLeaseExpired", {"generation": op.generation}, op.now)
+        kind = "StepLeaseExpired" if op.owner is None else "StepInterrupted"
+        tx.event(op.run_id, op.step_key, kind, {"generation": op.generation}, op.now)
         return Applied(True, Effects(_dispatches(op.flow_id, op.run_id, queued)))
     raise TypeError(f"unknown op {op!r}")
 

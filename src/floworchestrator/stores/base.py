@@ -214,10 +214,12 @@ class Reconcile:
 
 @dataclass(slots=True)
 class ExpireLease:
-    """Take back a Running step whose lease ended before ``now``.
+    """Take back a Running step whose lease ended before ``now`` — or, when ``owner`` is given, that
+    this owner gives up (a worker shutting down), whatever its lease.
 
-    Records the lost execution as a failed attempt and queues the step at
-    the next generation, so a late completion from the old owner is ignored.
+    Records the lost execution as an attempt (Failed for an expired lease,
+    Cancelled for one given up) and queues the step at the next generation,
+    so a late completion from the old owner is ignored.
     """
 
     flow_id: str
@@ -225,6 +227,7 @@ class ExpireLease:
     step_key: str
     generation: int
     now: datetime
+    owner: str | None = None
 
 
 @dataclass(slots=True)

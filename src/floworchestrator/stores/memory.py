@@ -253,17 +253,19 @@ class _MemoryTxn(Txn):
         run = self.d.runs[run_id]
         self._set_run(run_id, replace(run.rec, status=RunStatus.RUNNING, finished_at=None))
 
-    def expire(self, op: ExpireLease) -> bool:
+    def take_back(self, op: ExpireLease, status: StepStatus, error: str) -> bool:
         row = self._step(op.run_id, op.step_key)
-        if (
-            row is None or row.status is not StepStatus.RUNNING or row.generation != op.generation
-            or row.lease_until is None or row.lease_until >= op.now
-        ):
+        if row is None or row.status is not StepStatus.RUNNING or row.generation != op.generation:
+            return False
+        if op.owner is not None:
+            if row.owner != op.owner:
+                return False
+        elif row.lease_until is None or row.lease_until >= op.now:
             return False
         self._save(row)
         self._attempt(AttemptRecord(
-            op.run_id, op.step_key, row.attempts, op.generation, StepStatus.FAILED, row.owner,
-            row.started_at or op.now, op.now, f"lease expired: worker {row.owner} stopped responding",
+            op.run_id, op.step_key, row.attempts, op.generation, status, row.owner,
+            row.started_at or op.now, op.now, error.format(owner=row.owner),
         ))
         row.status, row.owner, row.lease_until = StepStatus.PENDING, None, None
         return True

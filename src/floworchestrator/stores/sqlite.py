@@ -176,16 +176,19 @@ class _SQLiteTxn(Txn):
     def reopen_run(self, run_id: str) -> None:
         self.c.execute(Q["reopen_run"], (run_id,))
 
-    def expire(self, op: ExpireLease) -> bool:
+    def take_back(self, op: ExpireLease, status: StepStatus, error: str) -> bool:
         t = _ts(op.now)
-        row = self.c.execute(Q["expiring_step"], (op.run_id, op.step_key, op.generation, t)).fetchone()
+        if op.owner is None:
+            row = self.c.execute(Q["expiring_step"], (op.run_id, op.step_key, op.generation, t)).fetchone()
+        else:
+            row = self.c.execute(Q["owned_step"], (op.run_id, op.step_key, op.generation, op.owner)).fetchone()
         if row is None:
             return False
         attempts, owner, started = row
         self.c.execute(
             Q["insert_attempt"],
-            (op.run_id, op.step_key, attempts, op.generation, StepStatus.FAILED.value, owner, started if started is not None else t, t,
-             f"lease expired: worker {owner} stopped responding"),
+            (op.run_id, op.step_key, attempts, op.generation, status.value, owner, started if started is not None else t, t,
+             error.format(owner=owner)),
         )
         self.c.execute(Q["expire_step"], (op.run_id, op.step_key))
         return True

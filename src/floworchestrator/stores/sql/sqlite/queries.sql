@@ -113,6 +113,10 @@ UPDATE fo_runs SET status = 'Running', finished_at = NULL WHERE run_id = ?;
 SELECT attempts, owner, started_at FROM fo_steps
 WHERE run_id = ? AND step_key = ? AND status = 'Running' AND generation = ? AND lease_until < ?;
 
+-- name: owned_step
+SELECT attempts, owner, started_at FROM fo_steps
+WHERE run_id = ? AND step_key = ? AND status = 'Running' AND generation = ? AND owner = ?;
+
 -- name: expire_step
 UPDATE fo_steps SET status = 'Pending', owner = NULL, lease_until = NULL WHERE run_id = ? AND step_key = ?;
 
