@@ -15,12 +15,14 @@ from .exceptions import (
     UnknownRunError,
 )
 from .executor import StepContext
-from .flow import Cron, Flow, Manual, Step, Webhook
-from .orchestrator import Orchestrator
+from .flow import After, Cron, Flow, Manual, Retry, Step, WaitForSignal, Webhook
+from .orchestrator import Orchestrator, Schedule
+from .polling import poll
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "After",
     "Cron",
     "Flow",
     "FlowDisabledError",
@@ -29,13 +31,17 @@ __all__ = [
     "Manual",
     "Orchestrator",
     "Problem",
+    "Retry",
     "RunStatus",
+    "Schedule",
     "Step",
     "StepContext",
     "StepResult",
     "StepStatus",
     "UnknownFlowError",
     "UnknownRunError",
+    "WaitForSignal",
     "Webhook",
     "__version__",
+    "poll",
 ]

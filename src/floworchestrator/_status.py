@@ -87,6 +87,11 @@ class StepResult:
         return cls(StepStatus.FAILED, output=output, error=error)
 
     @classmethod
+    def timed_out(cls, error: str = "the step timed out") -> StepResult:
+        """The step ran out of time (a polling step that gave up, for instance)."""
+        return cls(StepStatus.TIMED_OUT, error=error)
+
+    @classmethod
     def pending(cls, delay: float = 0.0) -> StepResult:
         """Not done yet: run the handler again after ``delay`` seconds without holding a worker."""
         if delay < 0:

@@ -11,14 +11,16 @@ import asyncio
 import json
 import logging
 import os
+import random
 import socket
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ._committer import GroupCommitter
 from ._ids import new_id
-from ._status import RunStatus, StepResult, StepStatus
+from ._status import RunStatus, StepStatus
 from .exceptions import (
     FlowDisabledError,
     FlowOrchestratorError,
@@ -28,7 +30,7 @@ from .exceptions import (
 )
 from .executor import Handler, StepContext, call_handler, to_result
 from .expressions import ResolutionError, Scope, StepView
-from .flow import CompiledFlow
+from .flow import WAIT_FOR_SIGNAL, CompiledFlow
 from .runtimes.base import Dispatcher, StepMessage
 from .stores.base import (
     Applied,
@@ -42,6 +44,7 @@ from .stores.base import (
     RetryStep,
     RunRecord,
     RunStarted,
+    Signal,
     StartRun,
     Store,
 )
@@ -54,6 +57,35 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "x-api-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """How one execution of a step ended, as the completion will record it."""
+
+    status: StepStatus
+    output_json: str | None = None
+    error: str | None = None
+    inputs_json: str | None = None
+    delay: float = 0.0
+    attempt_status: StepStatus | None = None
+    trace_json: str | None = None
+    park: str | None = None
+    consume_signal: int | None = None
+
+
+def _retryable(policy: Mapping[str, Any], exc: BaseException) -> bool:
+    names = policy.get("retry_on") or []
+    if not names:
+        return True
+    mro = {f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__} | {c.__qualname__ for c in type(exc).__mro__}
+    return any(n in mro for n in names)
+
+
+def _backoff(policy: Mapping[str, Any], attempt: int) -> float:
+    base = min(float(policy["max_delay"]), float(policy["backoff"]) * float(policy["multiplier"]) ** (attempt - 1))
+    jitter = float(policy["jitter"]) * base
+    return max(0.0, base + random.uniform(-jitter, jitter))
 
 
 class Engine:
@@ -82,6 +114,9 @@ class Engine:
         self._waiters: dict[str, list[asyncio.Future[RunStatus]]] = {}
         #: False while shutting down: a finishing step then claims no successor for this worker.
         self.accepting = True
+        self._timers: set[asyncio.Task[bool]] = set()
+        #: Flows registered while running, still being saved to the store.
+        self.syncing: set[asyncio.Task[None]] = set()
 
     def use_store(self, store: Store) -> None:
         """Point the engine at another store (only while nothing is running)."""
@@ -115,10 +150,13 @@ class Engine:
         headers: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
         trigger: str = "manual",
+        cron_fire: datetime | None = None,
     ) -> RunStarted:
         compiled = self.flows.get(flow_id)
         if compiled is None:
             raise UnknownFlowError(flow_id)
+        if self.syncing:
+            await asyncio.gather(*list(self.syncing))
         if trigger != "manual" and trigger not in compiled.manifest["triggers"]:
             raise InvalidOperationError(f"flow {flow_id!r} has no trigger {trigger!r}")
         try:
@@ -126,6 +164,8 @@ class Engine:
         except (TypeError, ValueError) as exc:
             raise InvalidOperationError(f"the trigger body is not JSON-serialisable: {exc}") from None
         kept = {str(k): str(v) for k, v in (headers or {}).items() if str(k).lower() not in self.redact}
+        now = utcnow()
+        timeout = compiled.run_timeout
         op = StartRun(
             run_id=new_id(),
             flow_id=flow_id,
@@ -136,7 +176,9 @@ class Engine:
             body_json=body_json,
             headers_json=json.dumps(kept),
             idempotency_key=idempotency_key,
-            now=utcnow(),
+            now=now,
+            deadline=None if timeout is None else now + timedelta(seconds=timeout),
+            cron_fire=None if cron_fire is None else (trigger, cron_fire),
         )
         result = await self.committer.submit(op)
         assert isinstance(result, RunStarted)
@@ -145,6 +187,8 @@ class Engine:
         if result.created:
             log.info("run %s of flow %s started", result.run_id, flow_id,
                      extra={"event": "run.started", "run_id": result.run_id, "flow_id": flow_id, "trigger": trigger})
+            if timeout is not None and result.run_id is not None:
+                self._time_out_later(result.run_id, timeout)
         await self.apply_effects(result.effects)
         return result
 
@@ -161,9 +205,11 @@ class Engine:
         """
         compiled = self.flows.get(msg.flow_id)
         want = compiled.wants.get(msg.step_key, ()) if compiled is not None else ()
+        signal = compiled.signals.get(msg.step_key) if compiled is not None else None
         now = utcnow()
         grant = await self.committer.submit(
-            Claim(msg.flow_id, msg.run_id, msg.step_key, msg.generation, self.owner, now + self.lease, now, want)
+            Claim(msg.flow_id, msg.run_id, msg.step_key, msg.generation, self.owner, now + self.lease, now, want,
+                  signal[0] if signal else None)
         )
         if grant is None:
             return
@@ -176,7 +222,7 @@ class Engine:
             self.running.add(key)
             try:
                 try:
-                    result, output_json, inputs_json = await self._execute(compiled, msg.flow_id, msg.run_id, step_key, grant)
+                    out = await self._execute(compiled, msg.flow_id, msg.run_id, step_key, grant)
                 except asyncio.CancelledError:
                     # Shut down mid-step: give the claim back so the next start runs the step at once
                     # instead of waiting for the lease to run out.
@@ -185,9 +231,10 @@ class Engine:
                 finished = utcnow()
                 done = await self.committer.submit(
                     Complete(
-                        msg.flow_id, msg.run_id, step_key, generation, self.owner, result.status, output_json, result.error,
-                        inputs_json, now, finished, compiled.graph, result.delay,
+                        msg.flow_id, msg.run_id, step_key, generation, self.owner, out.status, out.output_json, out.error,
+                        out.inputs_json, now, finished, compiled.graph, out.delay,
                         finished + self.lease if self.accepting else None, compiled.wants,
+                        out.attempt_status, out.trace_json, out.park, out.consume_signal,
                     )
                 )
             finally:
@@ -195,8 +242,9 @@ class Engine:
             assert isinstance(done, Applied)
             if not done.applied:
                 return
-            if result.status is StepStatus.FAILED:
-                log.warning("step %s of run %s failed: %s", step_key, msg.run_id, result.error,
+            if out.status in (StepStatus.FAILED, StepStatus.TIMED_OUT) or out.attempt_status is not None:
+                log.warning("step %s of run %s: %s%s", step_key, msg.run_id, out.error,
+                            f" (retrying in {out.delay:.1f}s)" if out.attempt_status is not None else "",
                             extra={"event": "step.failed", "run_id": msg.run_id, "step_key": step_key})
             if done.effects.dispatched or done.effects.finished:
                 await self.apply_effects(done.effects)
@@ -211,46 +259,86 @@ class Engine:
         except Exception:
             log.exception("could not give back step %s of run %s; its lease will expire", step_key, run_id)
 
-    async def _execute(
-        self, compiled: CompiledFlow, flow_id: str, run_id: str, step_key: str, grant: Grant
-    ) -> tuple[StepResult, str | None, str | None]:
+    async def _scope(self, compiled: CompiledFlow, run_id: str, step_key: str, grant: Grant) -> Scope:
+        wanted = compiled.wants.get(step_key, ())
+        outputs = dict(grant.outputs)
+        missing = set(wanted) - outputs.keys()
+        if missing:  # the run pinned an older manifest whose inputs read other steps
+            for rec in await self.store.get_steps(run_id):
+                if rec.step_key in missing:
+                    outputs[rec.step_key] = (rec.status, json.dumps(rec.output), rec.error)
+        trigger = compiled.needs_trigger(step_key)
+        return Scope(
+            json.loads(grant.trigger_body_json) if trigger else None,
+            json.loads(grant.trigger_headers_json) if trigger else {},
+            {k: StepView(st.value, json.loads(out) if out is not None else None, err) for k, (st, out, err) in outputs.items()},
+        )
+
+    async def _execute(self, compiled: CompiledFlow, flow_id: str, run_id: str, step_key: str, grant: Grant) -> _Outcome:
         step_type = compiled.step_types.get(step_key)
+        template = compiled.templates[step_key]
+        conditions = compiled.conditions.get(step_key, ())
+        scope = await self._scope(compiled, run_id, step_key, grant) if conditions or not template.is_constant else Scope()
+        if conditions:
+            traces = []
+            for cond in conditions:
+                res = cond.evaluate(scope)
+                traces.append(res.to_dict())
+                if res.value is not True:
+                    return _Outcome(StepStatus.SKIPPED, error=res.error, trace_json=json.dumps({"conditions": traces}))
+        try:
+            inputs = template.resolve(scope)
+        except ResolutionError as exc:
+            return _Outcome(StepStatus.FAILED, error=f"could not resolve inputs: {exc}")
+        inputs_json = json.dumps(inputs) if inputs is not None else None
+        if step_type == WAIT_FOR_SIGNAL:
+            return self._wait_for_signal(compiled, step_key, grant, inputs_json)
         handler = self.handlers.get(step_type) if step_type is not None else None
         if handler is None:
-            return StepResult.failed(f"no handler is registered for type {step_type!r} in this process"), None, None
-        template = compiled.templates[step_key]
-        inputs: Any = None
-        inputs_json: str | None = None
-        if not template.is_constant:
-            missing = template.step_refs - grant.outputs.keys()
-            outputs = dict(grant.outputs)
-            if missing:  # the run pinned an older manifest whose inputs read other steps
-                for rec in await self.store.get_steps(run_id):
-                    if rec.step_key in missing:
-                        outputs[rec.step_key] = (rec.status, json.dumps(rec.output), rec.error)
-            scope = Scope(
-                json.loads(grant.trigger_body_json) if template.uses_trigger else None,
-                json.loads(grant.trigger_headers_json) if template.uses_trigger else {},
-                {k: StepView(st.value, json.loads(out) if out is not None else None, err) for k, (st, out, err) in outputs.items()},
-            )
-            try:
-                inputs = template.resolve(scope)
-            except ResolutionError as exc:
-                return StepResult.failed(f"could not resolve inputs: {exc}"), None, None
-        else:
-            inputs = template.resolve(Scope())
-        if inputs is not None:
-            inputs_json = json.dumps(inputs)
-        ctx = StepContext(run_id, flow_id, step_key, grant.attempt, grant.trigger_key)
+            return _Outcome(StepStatus.FAILED, error=f"no handler is registered for type {step_type!r} in this process")
+        ctx = StepContext(run_id, flow_id, step_key, grant.attempt, grant.trigger_key, grant.first_started_at)
+        timeout = compiled.timeouts.get(step_key)
+        deadline = asyncio.timeout(timeout)
         try:
-            value = await call_handler(handler, inputs, ctx)
+            async with deadline:
+                value = await call_handler(handler, inputs, ctx)
+        except TimeoutError as exc:
+            if deadline.expired():
+                # A sync handler's thread cannot be stopped: it runs on, but its result is no longer awaited.
+                return self._failure(compiled, step_key, grant, exc, StepStatus.TIMED_OUT,
+                                     f"the step timed out after {timeout:g}s", inputs_json)
+            return self._failure(compiled, step_key, grant, exc, StepStatus.FAILED, f"{type(exc).__name__}: {exc}", inputs_json)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.debug("handler of step %s raised", step_key, exc_info=True)
-            return StepResult.failed(f"{type(exc).__name__}: {exc}"), None, inputs_json
+            return self._failure(compiled, step_key, grant, exc, StepStatus.FAILED, f"{type(exc).__name__}: {exc}", inputs_json)
         result, output_json = to_result(value)
-        return result, output_json, inputs_json
+        return _Outcome(result.status, output_json, result.error, inputs_json, result.delay)
+
+    def _failure(
+        self, compiled: CompiledFlow, step_key: str, grant: Grant, exc: BaseException, status: StepStatus, error: str,
+        inputs_json: str | None,
+    ) -> _Outcome:
+        """A failed or timed-out execution: retried (back to Pending after a backoff) if the step's policy says so."""
+        policy = compiled.retries.get(step_key)
+        if policy is not None and grant.attempt < int(policy["max_attempts"]) and _retryable(policy, exc):
+            delay = _backoff(policy, grant.attempt)
+            return _Outcome(StepStatus.PENDING, None, error, inputs_json, delay, attempt_status=status)
+        return _Outcome(status, None, error, inputs_json)
+
+    def _wait_for_signal(self, compiled: CompiledFlow, step_key: str, grant: Grant, inputs_json: str | None) -> _Outcome:
+        name, timeout = compiled.signals[step_key]
+        if grant.signal is not None:
+            signal_id, payload = grant.signal
+            return _Outcome(StepStatus.SUCCEEDED, payload, None, inputs_json, consume_signal=signal_id)
+        delay = 0.0
+        if timeout is not None:
+            started = grant.first_started_at or utcnow()
+            delay = timeout - (utcnow() - started).total_seconds()
+            if delay <= 0:
+                return _Outcome(StepStatus.TIMED_OUT, None, f"no signal {name!r} arrived within {timeout:g}s", inputs_json)
+        return _Outcome(StepStatus.PENDING, None, None, inputs_json, delay, park=name)
 
     async def apply_effects(self, effects: Effects) -> None:
         """Hand dispatched steps to the runtime and wake whoever waits on finished runs."""
@@ -268,6 +356,45 @@ class Engine:
                     fut.set_result(status)
 
     # -- control -----------------------------------------------------------
+
+    def _time_out_later(self, run_id: str, seconds: float) -> None:
+        # A timer in this process for punctuality; recovery also finds overdue runs, whoever started them.
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            task = loop.create_task(self.time_out(run_id))
+            self._timers.add(task)
+            task.add_done_callback(self._timers.discard)
+
+        loop.call_later(seconds, fire)
+
+    async def time_out(self, run_id: str) -> bool:
+        """End a Running run whose deadline passed: TimedOut; its pending steps never start."""
+        try:
+            res = await self.committer.submit(CancelRun(run_id, utcnow(), timed_out=True))
+        except Exception:
+            log.exception("could not time out run %s", run_id)
+            return False
+        assert isinstance(res, Applied)
+        if res.applied:
+            log.warning("run %s timed out", run_id, extra={"event": "run.timed_out", "run_id": run_id})
+            await self.apply_effects(res.effects)
+        return res.applied
+
+    async def signal(self, run_id: str, name: str, payload: Any = None) -> None:
+        """Deliver the signal ``name`` (or the signal of the WaitForSignal step keyed ``name``) to a run."""
+        run = await self._run_or_raise(run_id)
+        compiled = await self.compiled_for(run.manifest_id)
+        if name in compiled.signals:
+            name = compiled.signals[name][0]
+        try:
+            payload_json = json.dumps(payload, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidOperationError(f"the signal payload is not JSON-serialisable: {exc}") from None
+        res = await self.committer.submit(Signal(run_id, name, payload_json, utcnow()))
+        assert isinstance(res, Applied)
+        log.info("signal %s sent to run %s", name, run_id, extra={"event": "run.signal", "run_id": run_id, "signal": name})
+        await self.apply_effects(res.effects)
 
     async def _run_or_raise(self, run_id: str) -> RunRecord:
         run = await self.store.get_run(run_id)

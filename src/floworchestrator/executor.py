@@ -16,6 +16,7 @@ import logging
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -33,9 +34,11 @@ log = logging.getLogger("floworchestrator.steps")
 class StepContext:
     """What a handler knows about the step it is running."""
 
-    __slots__ = ("_logger", "attempt", "flow_id", "run_id", "step_key", "trigger_key")
+    __slots__ = ("_logger", "attempt", "first_started_at", "flow_id", "run_id", "step_key", "trigger_key")
 
-    def __init__(self, run_id: str, flow_id: str, step_key: str, attempt: int, trigger_key: str) -> None:
+    def __init__(
+        self, run_id: str, flow_id: str, step_key: str, attempt: int, trigger_key: str, first_started_at: datetime | None = None
+    ) -> None:
         self.run_id = run_id
         self.flow_id = flow_id
         self.step_key = step_key
@@ -43,6 +46,8 @@ class StepContext:
         """1 for the first execution of this step, 2 for the next, and so on."""
         self.trigger_key = trigger_key
         """The name of the trigger that started the run (e.g. "manual", "nightly")."""
+        self.first_started_at = first_started_at
+        """When this step's first execution started (kept across polls, retries and restarts)."""
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
 
     @property

@@ -63,16 +63,17 @@ class Scope:
 
 # --- tokenizer -------------------------------------------------------------
 
-_TOKEN = re.compile(
-    r"""
+_TOKEN_SOURCE = r"""
     (?P<ws>\s+)
   | (?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
   | (?P<number>-?\d+(?:\.\d+)?)
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<op>\?\.|\?\[|[.\[\]()@])
-    """,
-    re.VERBOSE,
-)
+"""
+_TOKEN = re.compile(_TOKEN_SOURCE, re.VERBOSE)
+# Conditions (conditions.py) also have comparison and logical operators; a
+# value expression keeps rejecting them as unexpected characters.
+_CONDITION_TOKEN = re.compile(r"(?P<operator>==|!=|>=|<=|&&|\|\||[<>!])|" + _TOKEN_SOURCE, re.VERBOSE)
 
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", "'": "'", '"': '"'}
 
@@ -89,11 +90,11 @@ class _Tok:
     pos: int
 
 
-def _tokenize(text: str) -> list[_Tok]:
+def _tokenize(text: str, pattern: re.Pattern[str] = _TOKEN) -> list[_Tok]:
     toks: list[_Tok] = []
     pos = 0
     while pos < len(text):
-        m = _TOKEN.match(text, pos)
+        m = pattern.match(text, pos)
         if m is None:
             raise ExpressionError(f"unexpected character {text[pos]!r}", text, pos)
         kind = m.lastgroup or ""
@@ -168,9 +169,9 @@ class Path:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, pattern: re.Pattern[str] = _TOKEN) -> None:
         self.text = text
-        self.toks = _tokenize(text)
+        self.toks = _tokenize(text, pattern)
         self.i = 0
 
     def peek(self) -> _Tok | None:
@@ -188,7 +189,8 @@ class _Parser:
         return tok
 
     def path(self) -> Path:
-        self.take("op", "@")
+        """Parse one path from the current token on; its ``text`` is the part of ``self.text`` it spans."""
+        start = self.take("op", "@").pos
         name = self.take("name")
         if name.value not in _ROOTS:
             roots = ", ".join(f"{r}()" for r in _ROOTS)
@@ -199,7 +201,7 @@ class _Parser:
             step = _unquote(self.take("string").value)
             if not step:
                 raise ExpressionError("steps() needs a step key", self.text, name.pos)
-        self.take("op", ")")
+        close = self.take("op", ")")
         accesses: list[_Access] = []
         while (tok := self.peek()) is not None and tok.kind == "op" and tok.value in (".", "?.", "[", "?["):
             self.i += 1
@@ -222,9 +224,10 @@ class _Parser:
         if step is not None:
             if not accesses or accesses[0].key not in _STEP_FIELDS:
                 raise ExpressionError(
-                    f"steps({step!r}) must be followed by .output, .status or .error", self.text, None
+                    f"steps({step!r}) must be followed by .output, .status or .error", self.text, close.pos + 1
                 )
-        return Path(self.text, name.value, step, tuple(accesses))
+        last = self.toks[self.i - 1]
+        return Path(self.text[start : last.pos + len(last.value)], name.value, step, tuple(accesses))
 
 
 def parse_value(text: str) -> Path:

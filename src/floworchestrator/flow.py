@@ -16,11 +16,15 @@ from typing import Any
 from croniter import croniter
 
 from ._status import FINAL_STEP_STATUSES, StepStatus
-from .exceptions import Problem
+from .conditions import Condition, parse_condition
+from .exceptions import ExpressionError, Problem
 from .expressions import InputTemplate, compile_inputs
 from .planner import Graph
 
-__all__ = ["CompiledFlow", "Cron", "Flow", "Manual", "Step", "Trigger", "Webhook", "validate_flows"]
+__all__ = [
+    "WAIT_FOR_SIGNAL", "After", "CompiledFlow", "Cron", "Flow", "Manual", "Retry", "Step", "Trigger", "WaitForSignal", "Webhook",
+    "validate_flows",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,20 +61,89 @@ Trigger = Manual | Cron | Webhook
 
 
 @dataclass(frozen=True, slots=True)
+class After:
+    """A ``run_after`` entry with a condition: ``run_after={"check": After(["Succeeded"], when="...")}``.
+
+    The step runs only if the predecessor ended in one of ``statuses`` (empty:
+    any final status) *and* ``when`` evaluates to true (see ``conditions``).
+    """
+
+    statuses: Sequence[StepStatus | str] = (StepStatus.SUCCEEDED,)
+    when: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Run a failed step again: up to ``max_attempts`` executions in all, waiting
+    ``backoff * multiplier**(n-1)`` seconds (at most ``max_delay``, ± ``jitter`` of it) before the n-th retry.
+
+    ``retry_on`` limits retries to these exception types (classes or
+    ``"module.QualName"`` strings, subclasses included); empty means any
+    exception, including the step's timeout. A ``StepResult.failed(...)``
+    returned on purpose is never retried.
+    """
+
+    max_attempts: int = 3
+    backoff: float = 1.0
+    multiplier: float = 2.0
+    max_delay: float = 300.0
+    jitter: float = 0.1
+    retry_on: Sequence[type[BaseException] | str] = ()
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {
+            "max_attempts": self.max_attempts, "backoff": self.backoff, "multiplier": self.multiplier,
+            "max_delay": self.max_delay, "jitter": self.jitter,
+            "retry_on": [x if isinstance(x, str) else f"{x.__module__}.{x.__qualname__}" for x in self.retry_on],
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """One node of a flow.
 
     ``type`` names a handler registered with ``@orchestrator.handler(type)``.
     ``inputs`` may hold literals and ``@`` expressions at any depth.
     ``run_after`` maps each predecessor's key to the statuses this step
-    accepts from it; an empty list means any final status. No ``run_after``
-    makes an entry step.
+    accepts from it (an empty list means any final status), or to an
+    :class:`After` with a ``when`` condition. No ``run_after`` makes an entry
+    step. ``when`` is a condition of the step itself (for entry steps, or in
+    addition to the entries'). A step whose condition is false or cannot be
+    evaluated is Skipped, and the trace of the evaluation is kept with it.
+    ``retry`` and ``timeout`` (seconds per execution) are optional.
     """
 
     type: str
     inputs: Any = None
-    run_after: Mapping[str, Sequence[StepStatus | str]] = field(default_factory=dict)
+    run_after: Mapping[str, Sequence[StepStatus | str] | After] = field(default_factory=dict)
     description: str | None = None
+    when: str | None = None
+    retry: Retry | None = None
+    timeout: float | None = None
+
+
+#: The built-in step type that waits for a signal; see :func:`WaitForSignal`.
+WAIT_FOR_SIGNAL = "WaitForSignal"
+
+
+def WaitForSignal(
+    signal: str,
+    *,
+    timeout: float | None = None,
+    run_after: Mapping[str, Sequence[StepStatus | str] | After] | None = None,
+    when: str | None = None,
+    description: str | None = None,
+) -> Step:
+    """A step that waits, without holding a worker, until ``orchestrator.signal(run_id, signal, payload)``.
+
+    The payload becomes the step's output. With ``timeout`` (seconds from when
+    the step starts waiting) the step ends TimedOut if no signal came. A
+    signal sent before the step waits is kept and used when it gets there.
+    """
+    inputs: dict[str, Any] = {"signal": signal}
+    if timeout is not None:
+        inputs["timeout"] = timeout
+    return Step(WAIT_FOR_SIGNAL, inputs=inputs, run_after=dict(run_after or {}), when=when, description=description)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +156,8 @@ class Flow:
     version: str = "1"
     description: str | None = None
     enabled: bool = True
+    timeout: float | None = None
+    """Seconds a run may take; then it ends TimedOut and its pending steps never start."""
 
     def to_manifest(self) -> dict[str, Any]:
         """The JSON-able definition a run pins (secrets left out)."""
@@ -90,17 +165,40 @@ class Flow:
             "id": self.id,
             "version": self.version,
             "description": self.description,
+            "timeout": self.timeout,
             "triggers": {name: t.to_manifest() for name, t in self.triggers.items()},
-            "steps": {
-                key: {
-                    "type": s.type,
-                    "inputs": s.inputs,
-                    "run_after": {p: [str(_status(x)) for x in v] for p, v in s.run_after.items()},
-                    "description": s.description,
-                }
-                for key, s in self.steps.items()
-            },
+            "steps": {key: _step_manifest(s) for key, s in self.steps.items()},
         }
+
+
+def _step_manifest(s: Step) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": s.type,
+        "inputs": s.inputs,
+        "run_after": {p: _after_manifest(v) for p, v in s.run_after.items()},
+        "description": s.description,
+    }
+    if s.when is not None:
+        out["when"] = s.when
+    if s.retry is not None:
+        out["retry"] = s.retry.to_manifest()
+    if s.timeout is not None:
+        out["timeout"] = s.timeout
+    return out
+
+
+def _after_manifest(v: Sequence[StepStatus | str] | After) -> Any:
+    if isinstance(v, After):
+        statuses = [str(_status(x)) for x in v.statuses]
+        return statuses if v.when is None else {"statuses": statuses, "when": v.when}
+    return [str(_status(x)) for x in v]
+
+
+def _after_parts(v: Any) -> tuple[list[Any], str | None]:
+    """(statuses, when) of a manifest run_after entry."""
+    if isinstance(v, dict):
+        return list(v.get("statuses") or []), v.get("when")
+    return list(v or []), None
 
 
 def _status(value: StepStatus | str) -> StepStatus:
@@ -125,22 +223,43 @@ class CompiledFlow:
     waiting: tuple[int, ...]
     """Predecessor count of each step, in ``graph.order``."""
     wants: Mapping[str, tuple[str, ...]]
-    """For each step, the steps whose outputs its inputs read."""
+    """For each step, the steps whose outputs its inputs or conditions read."""
+    conditions: Mapping[str, tuple[Condition, ...]]
+    """Conditions each step must pass to run (its own ``when`` and its run_after entries')."""
+    retries: Mapping[str, Mapping[str, Any]]
+    """Retry policy (manifest form) of the steps that have one."""
+    timeouts: Mapping[str, float]
+    """Per-execution timeout of the steps that have one."""
+    run_timeout: float | None
+    signals: Mapping[str, tuple[str, float | None]]
+    """For each WaitForSignal step: (signal name, timeout in seconds or None)."""
+
+    def needs_trigger(self, key: str) -> bool:
+        """True when the step's inputs or conditions read the trigger data."""
+        return self.templates[key].uses_trigger or any(c.uses_trigger() for c in self.conditions.get(key, ()))
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> CompiledFlow:
         """Compile a manifest; raise ValueError if it is not valid (validate flows first)."""
         steps: Mapping[str, Any] = manifest["steps"]
         preds = {
-            key: {p: frozenset(_status(x) for x in v) for p, v in (s.get("run_after") or {}).items()}
+            key: {p: frozenset(_status(x) for x in _after_parts(v)[0]) for p, v in (s.get("run_after") or {}).items()}
             for key, s in steps.items()
         }
         templates: dict[str, InputTemplate] = {}
+        conditions: dict[str, tuple[Condition, ...]] = {}
         for key, s in steps.items():
             template, problems = compile_inputs(s.get("inputs"), "inputs")
             if problems:
                 raise ValueError(f"step {key!r}: {problems[0][1]}")
             templates[key] = template
+            texts = [s["when"]] if s.get("when") else []
+            texts += [w for v in (s.get("run_after") or {}).values() if (w := _after_parts(v)[1])]
+            if texts:
+                try:
+                    conditions[key] = tuple(parse_condition(t) for t in texts)
+                except ExpressionError as exc:
+                    raise ValueError(f"step {key!r}: {exc}") from None
         canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=str)
         graph = Graph.build(preds)
         return cls(
@@ -151,7 +270,18 @@ class CompiledFlow:
             step_types={key: str(s["type"]) for key, s in steps.items()},
             templates=templates,
             waiting=tuple(len(graph.preds[k]) for k in graph.order),
-            wants={k: tuple(sorted(t.step_refs)) for k, t in templates.items()},
+            wants={
+                k: tuple(sorted(t.step_refs.union(*(c.step_refs() for c in conditions.get(k, ())))))
+                for k, t in templates.items()
+            },
+            conditions=conditions,
+            retries={k: s["retry"] for k, s in steps.items() if s.get("retry")},
+            timeouts={k: float(s["timeout"]) for k, s in steps.items() if s.get("timeout")},
+            run_timeout=float(manifest["timeout"]) if manifest.get("timeout") else None,
+            signals={
+                k: (str(s["inputs"]["signal"]), float(s["inputs"]["timeout"]) if s["inputs"].get("timeout") else None)
+                for k, s in steps.items() if s["type"] == WAIT_FOR_SIGNAL
+            },
         )
 
 
@@ -216,15 +346,20 @@ def _validate_one(flow: Flow, fid: str, handler_types: Collection[str]) -> list[
         elif not isinstance(trig, Manual):
             out.append(Problem(fid, f"{type(trig).__name__} is not a trigger (use Manual, Cron or Webhook)", field=where))
     preds: dict[str, dict[str, frozenset[StepStatus]]] = {}
+    cond_refs: dict[str, list[tuple[str, frozenset[str]]]] = {k: [] for k in flow.steps}
     for key, step in flow.steps.items():
         if not isinstance(step, Step):
             out.append(Problem(fid, f"expected a Step, got {type(step).__name__}", step=str(key)))
             continue
         if not key or "." in key:
             out.append(Problem(fid, "a step key must be non-empty and contain no '.'", step=key))
-        if step.type not in handler_types:
+        if step.type == WAIT_FOR_SIGNAL:
+            out.extend(_check_signal_step(fid, key, step))
+        elif step.type not in handler_types:
             out.append(Problem(fid, f"no handler is registered for type {step.type!r}", step=key, field="type"))
         preds[key] = {}
+        conds: list[tuple[str, str]] = [("when", step.when)] if step.when is not None else []
+        out.extend(_check_options(fid, key, step))
         run_after = step.run_after if isinstance(step.run_after, Mapping) else {}
         if run_after is not step.run_after:
             out.append(Problem(fid, "run_after must map step keys to lists of statuses", step=key, field="run_after"))
@@ -235,6 +370,12 @@ def _validate_one(flow: Flow, fid: str, handler_types: Collection[str]) -> list[
             if pred == key:
                 out.append(Problem(fid, "a step cannot run after itself", step=key, field="run_after"))
                 continue
+            when: str | None = None
+            if isinstance(allowed, After):
+                when = allowed.when
+                allowed = allowed.statuses
+                if when is not None:
+                    conds.append((f"run_after[{pred!r}].when", when))
             if isinstance(allowed, str) or not isinstance(allowed, Collection):
                 what = "a string" if isinstance(allowed, str) else type(allowed).__name__
                 msg = f"run_after[{pred!r}] must be a list of statuses, not {what}"
@@ -254,6 +395,13 @@ def _validate_one(flow: Flow, fid: str, handler_types: Collection[str]) -> list[
             preds[key][pred] = frozenset(sts)
         _, expr_problems = compile_inputs(step.inputs, "inputs")
         out.extend(Problem(fid, msg, step=key, field=where) for where, msg in expr_problems)
+        for where, text in conds:
+            try:
+                cond_refs[key].append((where, parse_condition(text).step_refs()))
+            except ExpressionError as exc:
+                out.append(Problem(fid, f"bad condition: {exc}", step=key, field=where))
+    if flow.timeout is not None and not (isinstance(flow.timeout, (int, float)) and flow.timeout > 0):
+        out.append(Problem(fid, f"timeout must be a positive number of seconds, not {flow.timeout!r}", field="timeout"))
     if flow.steps and not any(isinstance(s, Step) and not s.run_after for s in flow.steps.values()):
         out.append(Problem(fid, "the flow has no entry step (a step with no run_after)", field="steps"))
     if len(preds) == len(flow.steps) and flow.steps:
@@ -273,6 +421,47 @@ def _validate_one(flow: Flow, fid: str, handler_types: Collection[str]) -> list[
             elif ref not in ancestors or ref == key:
                 msg = f"inputs read step {ref!r}, which does not run before this step (add it to run_after)"
                 out.append(Problem(fid, msg, step=key, field="inputs"))
+        for where, refs in cond_refs[key]:
+            for ref in sorted(refs):
+                if ref not in flow.steps:
+                    out.append(Problem(fid, f"condition reads unknown step {ref!r}", step=key, field=where))
+                elif ref not in ancestors or ref == key:
+                    msg = f"condition reads step {ref!r}, which does not run before this step (add it to run_after)"
+                    out.append(Problem(fid, msg, step=key, field=where))
+    return out
+
+
+def _check_signal_step(fid: str, key: str, step: Step) -> list[Problem]:
+    inputs = step.inputs if isinstance(step.inputs, Mapping) else {}
+    name, timeout = inputs.get("signal"), inputs.get("timeout")
+    out = []
+    if not isinstance(name, str) or not name or name.startswith("@"):
+        out.append(Problem(fid, "a WaitForSignal step needs a literal signal name in inputs['signal']", step=key, field="inputs"))
+    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        out.append(Problem(fid, f"inputs['timeout'] must be a positive number of seconds, not {timeout!r}", step=key, field="inputs"))
+    return out
+
+
+def _check_options(fid: str, key: str, step: Step) -> list[Problem]:
+    out: list[Problem] = []
+    if step.timeout is not None and not (isinstance(step.timeout, (int, float)) and step.timeout > 0):
+        out.append(Problem(fid, f"timeout must be a positive number of seconds, not {step.timeout!r}", step=key, field="timeout"))
+    r = step.retry
+    if r is not None:
+        if not isinstance(r, Retry):
+            out.append(Problem(fid, f"retry must be a Retry(...), not {type(r).__name__}", step=key, field="retry"))
+            return out
+        if not (isinstance(r.max_attempts, int) and r.max_attempts >= 1):
+            out.append(Problem(fid, f"max_attempts must be a whole number >= 1, not {r.max_attempts!r}", step=key, field="retry"))
+        for name in ("backoff", "max_delay", "jitter"):
+            value = getattr(r, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                out.append(Problem(fid, f"{name} must be a number >= 0, not {value!r}", step=key, field="retry"))
+        if not isinstance(r.multiplier, (int, float)) or r.multiplier < 1:
+            out.append(Problem(fid, f"multiplier must be a number >= 1, not {r.multiplier!r}", step=key, field="retry"))
+        for x in r.retry_on:
+            if not (isinstance(x, str) or (isinstance(x, type) and issubclass(x, BaseException))):
+                out.append(Problem(fid, f"retry_on must hold exception classes or names, not {x!r}", step=key, field="retry"))
     return out
 
 

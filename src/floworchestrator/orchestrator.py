@@ -6,23 +6,42 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
+
+from croniter import croniter
 
 from . import scheduler
 from ._status import RunStatus
 from .engine import Engine, utcnow
-from .exceptions import ConfigurationError, FlowValidationError, UnknownFlowError
+from .exceptions import ConfigurationError, FlowValidationError, InvalidOperationError, UnknownFlowError
 from .executor import Handler, HandlerFunc
-from .flow import CompiledFlow, Flow, Webhook, validate_flows
+from .flow import CompiledFlow, Cron, Flow, Webhook, validate_flows
 from .runtimes.base import Dispatcher
 from .stores import open_store
 from .stores.base import AttemptRecord, EventRecord, FlowRecord, RunRecord, StepRecord, Store
 
-__all__ = ["Orchestrator"]
+__all__ = ["Orchestrator", "Schedule"]
 
 log = logging.getLogger("floworchestrator")
 F = TypeVar("F", bound=HandlerFunc)
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A cron trigger as it stands now."""
+
+    flow_id: str
+    trigger: str
+    expression: str
+    """The expression in force (the saved override, or the flow's own)."""
+    timezone: str | None
+    paused: bool
+    overridden: bool
+    next_fires: tuple[datetime, ...]
+    """The next fire times (UTC), paused or not."""
 
 
 def _make_runtime(runtime: str | Dispatcher, concurrency: int) -> Dispatcher:
@@ -114,8 +133,10 @@ class Orchestrator:
             self._flows[flow.id] = flow
             self.engine.add_flow(CompiledFlow.from_manifest(flow.to_manifest()))
         if self._started:
-            raise_later = asyncio.get_running_loop().create_task(self._sync_flows(flows))
-            self._tasks.append(raise_later)
+            # Saved in the background (register is sync); triggers wait for it, see Engine.trigger.
+            task = asyncio.get_running_loop().create_task(self._sync_flows(flows))
+            self.engine.syncing.add(task)
+            task.add_done_callback(self.engine.syncing.discard)
 
     @property
     def flows(self) -> dict[str, Flow]:
@@ -252,6 +273,56 @@ class Orchestrator:
         assert res.run_id is not None
         return res.run_id
 
+    async def signal(self, run_id: str, name: str, payload: Any = None) -> None:
+        """Send the signal ``name`` with ``payload`` to a run.
+
+        ``name`` is a signal name or the key of a WaitForSignal step. A step
+        waiting for it resumes with ``payload`` as its output; a signal that
+        arrives before its step waits is kept and used when it does. Raises
+        UnknownRunError, or InvalidOperationError for a run that has finished.
+        """
+        self._require_started()
+        await self.engine.signal(run_id, name, payload)
+
+    # -- schedules -------------------------------------------------------------------
+
+    async def list_schedules(self, count: int = 3) -> list[Schedule]:
+        """Every cron trigger: expression in force, paused or not, and its next ``count`` fire times."""
+        now = utcnow()
+        out = []
+        for flow_id, trig, expr, tz, paused, overridden in await scheduler.schedules(self.engine):
+            fires: list[datetime] = []
+            at = now
+            for _ in range(count):
+                at = scheduler.next_fire(expr, tz, at)
+                fires.append(at)
+            out.append(Schedule(flow_id, trig, expr, tz, paused, overridden, tuple(fires)))
+        return out
+
+    def _cron_trigger(self, flow_id: str, trigger: str) -> None:
+        flow = self._flows.get(flow_id)
+        if flow is None:
+            raise UnknownFlowError(flow_id)
+        if not isinstance(flow.triggers.get(trigger), Cron):
+            raise InvalidOperationError(f"flow {flow_id!r} has no cron trigger {trigger!r}")
+
+    async def pause_schedule(self, flow_id: str, trigger: str) -> None:
+        """Stop a cron trigger from firing (on every instance) until ``resume_schedule``."""
+        self._cron_trigger(flow_id, trigger)
+        await self.store.set_schedule(flow_id, trigger, paused=True, now=utcnow())
+
+    async def resume_schedule(self, flow_id: str, trigger: str) -> None:
+        """Let a paused cron trigger fire again (ticks missed while paused are not made up)."""
+        self._cron_trigger(flow_id, trigger)
+        await self.store.set_schedule(flow_id, trigger, paused=False, now=utcnow())
+
+    async def set_cron(self, flow_id: str, trigger: str, expression: str | None) -> None:
+        """Override a cron trigger's expression (saved in the store, kept across restarts); None restores the flow's own."""
+        self._cron_trigger(flow_id, trigger)
+        if expression is not None and not croniter.is_valid(expression):
+            raise InvalidOperationError(f"invalid cron expression {expression!r}")
+        await self.store.set_schedule(flow_id, trigger, expression=expression, clear_expression=expression is None, now=utcnow())
+
     async def set_enabled(self, flow_id: str, enabled: bool) -> None:
         """Enable or disable a flow (a disabled flow starts no run from any trigger)."""
         if flow_id not in self._flows or not await self.store.set_flow_enabled(flow_id, enabled, utcnow()):
@@ -278,6 +349,11 @@ class Orchestrator:
 
     async def list_flows(self) -> list[FlowRecord]:
         return await self.store.list_flows()
+
+    @property
+    def started(self) -> bool:
+        """True between ``start()`` and ``stop()``."""
+        return self._started
 
     def _require_started(self) -> None:
         if not self._started:

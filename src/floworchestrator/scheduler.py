@@ -51,6 +51,8 @@ async def recover(engine: Engine, *, stale_after: float | None) -> int:
     for flow_id, run_id, manifest_id in await engine.store.find_idle_runs():
         await engine.reconcile(flow_id, run_id, manifest_id)
         count += 1
+    for run_id in await engine.store.find_overdue_runs(now):
+        count += await engine.time_out(run_id)
     return count
 
 
@@ -82,32 +84,44 @@ def next_fire(expression: str, tz: str | None, after: datetime) -> datetime:
     return nxt.astimezone(UTC)
 
 
-async def cron_loop(engine: Engine) -> None:
-    """Fire every cron trigger of every registered flow, once per tick across all instances."""
+async def schedules(engine: Engine) -> list[tuple[str, str, str, str | None, bool, bool]]:
+    """Every cron trigger of the registered flows: (flow_id, trigger, expression in force, timezone, paused, overridden)."""
+    saved = await engine.store.get_schedule_overrides()
+    out = []
+    for c in engine.flows.values():
+        for name, t in c.manifest["triggers"].items():
+            if t["kind"] != "cron":
+                continue
+            paused, override = saved.get((c.flow_id, name), (False, None))
+            out.append((c.flow_id, name, override or t["expression"], t.get("timezone"), paused, override is not None))
+    return out
+
+
+async def cron_loop(engine: Engine, poll: float = 5.0) -> None:
+    """Fire every cron trigger of every registered flow, once per tick across all instances.
+
+    Pauses and expression overrides are read from the store at least every
+    ``poll`` seconds, so a change made by another process takes effect soon.
+    """
     last = utcnow()
     while True:
-        crons = [
-            (c.flow_id, name, t["expression"], t.get("timezone"))
-            for c in engine.flows.values()
-            for name, t in c.manifest["triggers"].items()
-            if t["kind"] == "cron"
-        ]
-        if not crons:
-            await asyncio.sleep(1.0)
-            last = utcnow()
-            continue
-        due = sorted((next_fire(expr, tz, last), fid, name) for fid, name, expr, tz in crons)
-        wake = due[0][0]
-        await asyncio.sleep(max(0.0, (wake - utcnow()).total_seconds()))
+        try:
+            active = [(fid, name, expr, tz) for fid, name, expr, tz, paused, _ in await schedules(engine) if not paused]
+        except Exception:
+            log.exception("could not read schedules; trying again in %.0fs", poll)
+            active = []
+        due = sorted((next_fire(expr, tz, last), fid, name) for fid, name, expr, tz in active)
+        now = utcnow()
+        wake = min(due[0][0], now + timedelta(seconds=poll)) if due else now + timedelta(seconds=poll)
+        await asyncio.sleep(max(0.0, (wake - now).total_seconds()))
         now = utcnow()
         for at, flow_id, name in due:
             if at > now:
                 break
-            stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
             try:
-                res = await engine.trigger(flow_id, {"scheduled_at": stamp}, trigger=name, idempotency_key=f"cron:{name}:{stamp}")
+                res = await engine.trigger(flow_id, {"scheduled_at": at.strftime("%Y-%m-%dT%H:%M:%SZ")}, trigger=name, cron_fire=at)
                 if res.created:
-                    log.info("cron %s of flow %s fired for %s", name, flow_id, stamp,
+                    log.info("cron %s of flow %s fired for %s", name, flow_id, at.isoformat(),
                              extra={"event": "cron.fired", "flow_id": flow_id, "trigger": name, "run_id": res.run_id})
             except FlowDisabledError:
                 pass

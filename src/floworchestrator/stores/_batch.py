@@ -37,6 +37,7 @@ from .base import (
     Result,
     RetryStep,
     RunStarted,
+    Signal,
     StartRun,
 )
 
@@ -51,6 +52,7 @@ class StepState:
     status: StepStatus
     generation: int
     queued: bool
+    parked: bool = False
 
 
 class Txn(ABC):
@@ -70,6 +72,9 @@ class Txn(ABC):
 
     @abstractmethod
     def run_status(self, run_id: str) -> RunStatus | None: ...
+
+    @abstractmethod
+    def run_flow(self, run_id: str) -> str: ...
 
     @abstractmethod
     def load_steps(self, run_id: str) -> dict[str, StepState]:
@@ -104,7 +109,8 @@ class Txn(ABC):
     @abstractmethod
     def finish_step(self, op: Complete, attempt_status: StepStatus) -> bool:
         """If the step is Running at op.generation for op.owner: write its final status (or, for
-        Pending, unqueued Pending), output, error, inputs and finished time, and insert the attempt."""
+        Pending, unqueued Pending), output, error, inputs, trace and finished time, stop it waiting
+        for a signal, and insert the attempt with ``attempt_status``."""
 
     @abstractmethod
     def set_steps(self, run_id: str, keys: Iterable[str], status: StepStatus, now: datetime, *, reset: bool = False) -> None:
@@ -125,6 +131,30 @@ class Txn(ABC):
 
     @abstractmethod
     def extend_leases(self, op: ExtendLeases) -> None: ...
+
+    @abstractmethod
+    def record_fire(self, flow_id: str, trigger: str, fire_time: datetime, run_id: str) -> str | None:
+        """Insert (flow, trigger, fire time) → run into the cron fire ledger; if that fire is already
+        there, insert nothing and return the run id recorded with it."""
+
+    @abstractmethod
+    def insert_signal(self, op: Signal) -> int:
+        """Store an unconsumed signal; return its id."""
+
+    @abstractmethod
+    def has_signal(self, run_id: str, name: str) -> bool:
+        """True if the run has an unconsumed signal of that name."""
+
+    @abstractmethod
+    def parked_steps(self, run_id: str, name: str) -> dict[str, int]:
+        """{key: generation} of the Pending steps waiting for the signal ``name``."""
+
+    @abstractmethod
+    def park(self, run_id: str, key: str, name: str) -> None:
+        """Mark a Pending step as waiting for the signal ``name``."""
+
+    @abstractmethod
+    def consume_signal(self, signal_id: int, step_key: str, now: datetime) -> None: ...
 
     @abstractmethod
     def event(self, run_id: str, step_key: str | None, kind: str, data: object, now: datetime) -> None: ...
@@ -157,6 +187,8 @@ def _apply(tx: Txn, op: Op) -> Result:
         return _retry(tx, op)
     if isinstance(op, Reconcile):
         return _reconcile(tx, op)
+    if isinstance(op, Signal):
+        return _signal(tx, op)
     if isinstance(op, ExpireLease):
         if op.owner is None:
             taken = tx.take_back(op, StepStatus.FAILED, "lease expired: worker {owner} stopped responding")
@@ -182,6 +214,10 @@ def _start(tx: Txn, op: StartRun) -> RunStarted:
         existing = tx.find_run_by_key(op.flow_id, op.idempotency_key)
         if existing is not None:
             return RunStarted(existing, False)
+    if op.cron_fire is not None:
+        earlier = tx.record_fire(op.flow_id, op.cron_fire[0], op.cron_fire[1], op.run_id)
+        if earlier is not None:
+            return RunStarted(earlier, False)
     tx.insert_run(op)
     tx.event(op.run_id, None, "RunStarted", {"flow_id": op.flow_id, "trigger": op.trigger_key}, op.now)
     entries = [(k, 1) for k, w in zip(op.step_keys, op.waiting, strict=True) if w == 0]
@@ -191,13 +227,24 @@ def _start(tx: Txn, op: StartRun) -> RunStarted:
 
 def _complete(tx: Txn, op: Complete) -> Applied:
     if op.status is StepStatus.PENDING:
-        if not tx.finish_step(op, StepStatus.PENDING):
+        if not tx.finish_step(op, op.attempt_status or StepStatus.PENDING):
             return Applied(False)
-        not_before = op.now + timedelta(seconds=op.delay)
+        delay = op.delay
+        if op.park is not None:
+            if tx.has_signal(op.run_id, op.park):
+                delay = 0.0  # it arrived while the step was running: go again now
+            else:
+                tx.park(op.run_id, op.step_key, op.park)
+                tx.event(op.run_id, op.step_key, "StepWaitingForSignal", {"signal": op.park}, op.now)
+                if delay <= 0:
+                    return Applied(True)
+        not_before = op.now + timedelta(seconds=delay)
         queued = tx.queue(op.run_id, [(op.step_key, op.generation + 1)], not_before, op.now)
-        return Applied(True, Effects(_dispatches(op.flow_id, op.run_id, queued, op.delay)))
-    if not tx.finish_step(op, op.status):
+        return Applied(True, Effects(_dispatches(op.flow_id, op.run_id, queued, delay)))
+    if not tx.finish_step(op, op.attempt_status or op.status):
         return Applied(False)
+    if op.consume_signal is not None:
+        tx.consume_signal(op.consume_signal, op.step_key, op.now)
     tx.event(op.run_id, op.step_key, "Step" + op.status.value, {"error": op.error} if op.error else None, op.now)
     ready, outcome = _propagate(tx, op.run_id, op.graph, [op.step_key], op.now)
     queued = tx.queue(op.run_id, ready, op.now, op.now) if ready else []
@@ -274,7 +321,7 @@ def _reconcile(tx: Txn, op: Reconcile) -> Applied:
         return Applied(False)
     steps = tx.load_steps(op.run_id)
     statuses = {k: s.status for k, s in steps.items()}
-    dispatched = {k for k, s in steps.items() if s.queued or s.status is StepStatus.RUNNING}
+    dispatched = {k for k, s in steps.items() if s.queued or s.status is StepStatus.RUNNING or s.parked}
     decision = planner.advance(op.graph, statuses, dispatched, None)
     if decision.skipped:
         tx.set_steps(op.run_id, decision.skipped, StepStatus.SKIPPED, op.now)
@@ -292,13 +339,33 @@ def _cancel(tx: Txn, op: CancelRun) -> Applied:
     if status is None:
         raise UnknownRunError(op.run_id)
     if status is not RunStatus.RUNNING:
+        if op.timed_out:
+            return Applied(False)
         raise InvalidOperationError(f"run {op.run_id!r} is already {status.value}; only a Running run can be cancelled")
     steps = tx.load_steps(op.run_id)
-    tx.set_steps(op.run_id, [k for k, s in steps.items() if s.status not in FINAL_STEP_STATUSES], StepStatus.CANCELLED, op.now)
+    running = [k for k, s in steps.items() if s.status is StepStatus.RUNNING]
+    waiting = [k for k, s in steps.items() if s.status not in FINAL_STEP_STATUSES and s.status is not StepStatus.RUNNING]
+    outcome = RunStatus.TIMED_OUT if op.timed_out else RunStatus.CANCELLED
+    tx.set_steps(op.run_id, running, StepStatus.TIMED_OUT if op.timed_out else StepStatus.CANCELLED, op.now)
+    tx.set_steps(op.run_id, waiting, StepStatus.CANCELLED, op.now)
     tx.set_counters(op.run_id, 0, {})
-    tx.finish_run(op.run_id, RunStatus.CANCELLED, op.now)
-    tx.event(op.run_id, None, "RunCancelled", None, op.now)
-    return Applied(True, Effects(finished=((op.run_id, RunStatus.CANCELLED),)))
+    tx.finish_run(op.run_id, outcome, op.now)
+    tx.event(op.run_id, None, "Run" + outcome.value, None, op.now)
+    return Applied(True, Effects(finished=((op.run_id, outcome),)))
+
+
+def _signal(tx: Txn, op: Signal) -> Applied:
+    status = tx.run_status(op.run_id)
+    if status is None:
+        raise UnknownRunError(op.run_id)
+    if status is not RunStatus.RUNNING:
+        raise InvalidOperationError(f"run {op.run_id!r} is {status.value}; signals go to Running runs only")
+    tx.insert_signal(op)
+    tx.event(op.run_id, None, "SignalReceived", {"signal": op.name}, op.now)
+    parked = tx.parked_steps(op.run_id, op.name)
+    queued = tx.queue(op.run_id, [(k, g + 1) for k, g in parked.items()], op.now, op.now) if parked else []
+    flow_id = tx.run_flow(op.run_id)
+    return Applied(True, Effects(_dispatches(flow_id, op.run_id, queued)))
 
 
 def _retry(tx: Txn, op: RetryStep) -> Applied:

@@ -48,6 +48,32 @@ class RunRecord:
     idempotency_key: str | None
     created_at: datetime
     finished_at: datetime | None
+    deadline: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """The state of one cron trigger of a flow."""
+
+    flow_id: str
+    trigger: str
+    expression: str
+    """The cron expression in force: the override if one is set, else the flow's own."""
+    timezone: str | None
+    paused: bool
+    overridden: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRecord:
+    """A signal sent to a run."""
+
+    signal_id: int
+    run_id: str
+    name: str
+    payload: Any
+    created_at: datetime
+    consumed_by: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +96,10 @@ class StepRecord:
     owner: str | None
     lease_until: datetime | None
     not_before: datetime | None
+    trace: Any = None
+    """Why the step ended as it did, e.g. the traces of the conditions that skipped it."""
+    waiting_signal: str | None = None
+    """The signal a WaitForSignal step is waiting for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +153,11 @@ class StartRun:
     headers_json: str
     idempotency_key: str | None
     now: datetime
+    deadline: datetime | None = None
+    """When the run times out (the flow's ``timeout``), or None."""
+    cron_fire: tuple[str, datetime] | None = None
+    """(trigger name, fire time) for a cron run: recorded in the fire ledger, and if that fire is
+    already recorded nothing is written and the run it started is returned."""
 
 
 @dataclass(slots=True)
@@ -143,6 +178,8 @@ class Claim:
     lease_until: datetime
     now: datetime
     want_outputs: tuple[str, ...] = ()
+    signal: str | None = None
+    """For a step waiting for a signal: the oldest unconsumed signal of that name comes with the grant."""
 
 
 @dataclass(slots=True)
@@ -176,6 +213,16 @@ class Complete:
     transaction (the worker runs it next, without a queue round trip); ``fold_wants`` gives each
     step's ``want_outputs`` for that claim."""
     fold_wants: Mapping[str, tuple[str, ...]] | None = None
+    attempt_status: StepStatus | None = None
+    """Status of the attempt record when it differs from ``status`` (a failure that will be retried
+    is recorded as a Failed attempt of a step that goes back to Pending)."""
+    trace_json: str | None = None
+    """Why the step ended as it did (condition traces of a skipped step), kept with the step."""
+    park: str | None = None
+    """With status Pending: wait for the signal of this name instead of polling; ``delay`` > 0 then
+    sets a timeout wake-up, 0 waits for ever. A matching unconsumed signal re-queues it at once."""
+    consume_signal: int | None = None
+    """The id of the signal this completion used up."""
 
 
 @dataclass(slots=True)
@@ -196,9 +243,30 @@ class RetryStep:
 
 @dataclass(slots=True)
 class CancelRun:
-    """Cancel a Running run: the run and each non-final step become Cancelled."""
+    """Cancel a Running run: the run and each non-final step become Cancelled.
+
+    With ``timed_out`` (its deadline passed), the run ends TimedOut instead,
+    its Running steps TimedOut and the others Cancelled; for a run that is
+    already final nothing is written and the result is not applied.
+    """
 
     run_id: str
+    now: datetime
+    timed_out: bool = False
+
+
+@dataclass(slots=True)
+class Signal:
+    """Record a signal for a Running run and wake the steps waiting for it.
+
+    A signal that arrives before its step waits is kept and used when the
+    step gets there. Raises UnknownRunError or, for a run that is not
+    Running, InvalidOperationError.
+    """
+
+    run_id: str
+    name: str
+    payload_json: str
     now: datetime
 
 
@@ -239,7 +307,7 @@ class ExtendLeases:
     lease_until: datetime
 
 
-Op = StartRun | Claim | Complete | RetryStep | CancelRun | Reconcile | ExpireLease | ExtendLeases
+Op = StartRun | Claim | Complete | RetryStep | CancelRun | Reconcile | ExpireLease | ExtendLeases | Signal
 
 
 # --- results ------------------------------------------------------------------
@@ -286,6 +354,10 @@ class Grant:
     trigger_headers_json: str
     outputs: Mapping[str, tuple[StepStatus, str | None, str | None]]
     """For each wanted step that exists: (status, output JSON, error)."""
+    first_started_at: datetime | None = None
+    """When the step's first execution started (since the last retry from the API)."""
+    signal: tuple[int, str] | None = None
+    """(signal id, payload JSON) of the signal the claim asked for, if one is waiting."""
 
 
 @dataclass(slots=True)
@@ -395,8 +467,25 @@ class Store(ABC):
         """
 
     @abstractmethod
+    async def find_overdue_runs(self, now: datetime, limit: int = 500) -> list[str]:
+        """Ids of Running runs whose deadline is before ``now``."""
+
+    @abstractmethod
+    async def get_signals(self, run_id: str) -> list[SignalRecord]:
+        """Every signal sent to a run, oldest first."""
+
+    @abstractmethod
+    async def get_schedule_overrides(self) -> dict[tuple[str, str], tuple[bool, str | None]]:
+        """(flow_id, trigger) → (paused, cron expression override or None), for every trigger with saved state."""
+
+    @abstractmethod
+    async def set_schedule(self, flow_id: str, trigger: str, *, paused: bool | None = None,
+                           expression: str | None = None, clear_expression: bool = False, now: datetime) -> None:
+        """Save a cron trigger's pause flag and/or expression override (``clear_expression`` removes it)."""
+
+    @abstractmethod
     async def find_idle_runs(self, limit: int = 500) -> list[tuple[str, str, str]]:
-        """(flow_id, run_id, manifest_id) of Running runs with no Running or queued step.
+        """(flow_id, run_id, manifest_id) of Running runs with no Running, queued or signal-waiting step.
 
         Such a run is stuck unless something re-evaluates it (a crash between
         a completion and its successors can not leave one, but a lost write of

@@ -31,6 +31,8 @@ from .base import (
     Op,
     Result,
     RunRecord,
+    Signal,
+    SignalRecord,
     StartRun,
     StepRecord,
     Store,
@@ -61,6 +63,9 @@ class _Step:
     lease_until: datetime | None = None
     not_before: datetime | None = None
     queued_at: datetime | None = None
+    trace_json: str | None = None
+    first_started_at: datetime | None = None
+    waiting_signal: str | None = None
 
 
 @dataclass(slots=True)
@@ -73,6 +78,20 @@ class _Data:
     ledger: set[tuple[str, str, int]] = field(default_factory=set)
     attempts: dict[str, list[AttemptRecord]] = field(default_factory=dict)
     events: list[EventRecord] = field(default_factory=list)
+    fires: dict[tuple[str, str, datetime], str] = field(default_factory=dict)
+    signals: list[_Signal] = field(default_factory=list)
+    schedules: dict[tuple[str, str], tuple[bool, str | None]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Signal:
+    signal_id: int
+    run_id: str
+    name: str
+    payload_json: str
+    created_at: datetime
+    consumed_by: str | None = None
+    consumed_at: datetime | None = None
 
 
 def _loads(text: str | None) -> Any:
@@ -118,7 +137,7 @@ class _MemoryTxn(Txn):
             raise StoreError(f"a run with id {op.run_id!r} already exists")
         rec = RunRecord(
             op.run_id, op.flow_id, RunStatus.RUNNING, op.manifest_id, op.trigger_key, None, {},
-            op.idempotency_key, op.now, None,
+            op.idempotency_key, op.now, None, op.deadline,
         )
         d.runs[op.run_id] = _Run(rec, op.body_json, op.headers_json, len(op.step_keys))
         d.steps[op.run_id] = {k: _Step(StepStatus.PENDING, w) for k, w in zip(op.step_keys, op.waiting, strict=True)}
@@ -137,8 +156,14 @@ class _MemoryTxn(Txn):
         run = self.d.runs.get(run_id)
         return None if run is None else run.rec.status
 
+    def run_flow(self, run_id: str) -> str:
+        return self.d.runs[run_id].rec.flow_id
+
     def load_steps(self, run_id: str) -> dict[str, StepState]:
-        return {k: StepState(s.status, s.generation, s.queued) for k, s in self.d.steps.get(run_id, {}).items()}
+        return {
+            k: StepState(s.status, s.generation, s.queued, s.waiting_signal is not None)
+            for k, s in self.d.steps.get(run_id, {}).items()
+        }
 
     def load_statuses(self, run_id: str, keys: Iterable[str]) -> dict[str, StepStatus]:
         steps = self.d.steps.get(run_id, {})
@@ -200,9 +225,22 @@ class _MemoryTxn(Txn):
         row.status, row.queued, row.owner, row.lease_until = StepStatus.RUNNING, False, op.owner, op.lease_until
         row.attempts += 1
         row.started_at = op.now
+        if row.first_started_at is None:
+            row.first_started_at = op.now
         steps = self.d.steps[op.run_id]
         outputs = {k: (steps[k].status, steps[k].output_json, steps[k].error) for k in op.want_outputs if k in steps}
-        return Grant(row.attempts, run.rec.manifest_id, run.rec.trigger_key, run.body_json, run.headers_json, outputs)
+        signal = None
+        if op.signal is not None:
+            sig = self._unconsumed(op.run_id, op.signal)
+            signal = None if sig is None else (sig.signal_id, sig.payload_json)
+        return Grant(row.attempts, run.rec.manifest_id, run.rec.trigger_key, run.body_json, run.headers_json, outputs,
+                     row.first_started_at, signal)
+
+    def _unconsumed(self, run_id: str, name: str) -> _Signal | None:
+        for sig in self.d.signals:
+            if sig.run_id == run_id and sig.name == name and sig.consumed_by is None:
+                return sig
+        return None
 
     def finish_step(self, op: Complete, attempt_status: StepStatus) -> bool:
         row = self._step(op.run_id, op.step_key)
@@ -211,6 +249,7 @@ class _MemoryTxn(Txn):
         self._save(row)
         row.status, row.owner, row.lease_until = op.status, None, None
         row.output_json, row.error, row.inputs_json = op.output_json, op.error, op.inputs_json
+        row.trace_json, row.waiting_signal = op.trace_json, None
         if op.status in FINAL_STEP_STATUSES:
             row.finished_at = op.now
         self._attempt(
@@ -231,8 +270,8 @@ class _MemoryTxn(Txn):
             self._save(row)
             row.status, row.queued = status, False
             if reset:
-                row.output_json = row.error = row.inputs_json = None
-                row.started_at = row.finished_at = row.owner = row.lease_until = row.not_before = None
+                row.output_json = row.error = row.inputs_json = row.trace_json = row.waiting_signal = None
+                row.started_at = row.finished_at = row.owner = row.lease_until = row.not_before = row.first_started_at = None
             elif status in FINAL_STEP_STATUSES:
                 row.finished_at = now
 
@@ -276,6 +315,45 @@ class _MemoryTxn(Txn):
             if row is not None and row.status is StepStatus.RUNNING and row.generation == gen and row.owner == op.owner:
                 self._save(row)
                 row.lease_until = op.lease_until
+
+    def record_fire(self, flow_id: str, trigger: str, fire_time: datetime, run_id: str) -> str | None:
+        key = (flow_id, trigger, fire_time)
+        if key in self.d.fires:
+            return self.d.fires[key]
+        self.d.fires[key] = run_id
+        self.undo.append(functools.partial(self.d.fires.pop, key, None))
+        return None
+
+    def insert_signal(self, op: Signal) -> int:
+        sig = _Signal(len(self.d.signals) + 1, op.run_id, op.name, op.payload_json, op.now)
+        self.d.signals.append(sig)
+        self.undo.append(self.d.signals.pop)
+        return sig.signal_id
+
+    def has_signal(self, run_id: str, name: str) -> bool:
+        return self._unconsumed(run_id, name) is not None
+
+    def parked_steps(self, run_id: str, name: str) -> dict[str, int]:
+        return {
+            k: s.generation for k, s in self.d.steps.get(run_id, {}).items()
+            if s.waiting_signal == name and s.status is StepStatus.PENDING
+        }
+
+    def park(self, run_id: str, key: str, name: str) -> None:
+        row = self._step(run_id, key)
+        if row is not None:
+            self._save(row)
+            row.waiting_signal = name
+
+    def consume_signal(self, signal_id: int, step_key: str, now: datetime) -> None:
+        sig = self.d.signals[signal_id - 1]
+        old = (sig.consumed_by, sig.consumed_at)
+        sig.consumed_by, sig.consumed_at = step_key, now
+
+        def restore() -> None:
+            sig.consumed_by, sig.consumed_at = old
+
+        self.undo.append(restore)
 
     def event(self, run_id: str, step_key: str | None, kind: str, data: object, now: datetime) -> None:
         ev = self.d.events
@@ -353,6 +431,7 @@ class MemoryStore(Store):
             StepRecord(
                 run_id, k, s.status, s.generation, s.queued, s.attempts, _loads(s.inputs_json), _loads(s.output_json),
                 s.error, s.started_at, s.finished_at, s.owner, s.lease_until, s.not_before,
+                _loads(s.trace_json), s.waiting_signal,
             )
             for k, s in self._d.steps.get(run_id, {}).items()
         ]
@@ -384,11 +463,34 @@ class MemoryStore(Store):
                     out.append(Dispatch(run.flow_id, run_id, k, s.generation, delay))
         return out[:limit]
 
+    async def find_overdue_runs(self, now: datetime, limit: int = 500) -> list[str]:
+        return [
+            r.rec.run_id for r in self._d.runs.values()
+            if r.rec.status is RunStatus.RUNNING and r.rec.deadline is not None and r.rec.deadline < now
+        ][:limit]
+
+    async def get_signals(self, run_id: str) -> list[SignalRecord]:
+        return [
+            SignalRecord(s.signal_id, s.run_id, s.name, _loads(s.payload_json), s.created_at, s.consumed_by)
+            for s in self._d.signals if s.run_id == run_id
+        ]
+
+    async def get_schedule_overrides(self) -> dict[tuple[str, str], tuple[bool, str | None]]:
+        return dict(self._d.schedules)
+
+    async def set_schedule(self, flow_id: str, trigger: str, *, paused: bool | None = None,
+                           expression: str | None = None, clear_expression: bool = False, now: datetime) -> None:
+        old_paused, old_expr = self._d.schedules.get((flow_id, trigger), (False, None))
+        self._d.schedules[(flow_id, trigger)] = (
+            old_paused if paused is None else paused,
+            None if clear_expression else (expression if expression is not None else old_expr),
+        )
+
     async def find_idle_runs(self, limit: int = 500) -> list[tuple[str, str, str]]:
         out = []
         for run_id, run in self._d.runs.items():
             if run.rec.status is RunStatus.RUNNING and not any(
-                s.queued or s.status is StepStatus.RUNNING for s in self._d.steps[run_id].values()
+                s.queued or s.status is StepStatus.RUNNING or s.waiting_signal is not None for s in self._d.steps[run_id].values()
             ):
                 out.append((run.rec.flow_id, run_id, run.rec.manifest_id))
         return out[:limit]

@@ -37,6 +37,8 @@ from .base import (
     Op,
     Result,
     RunRecord,
+    Signal,
+    SignalRecord,
     StartRun,
     StepRecord,
     Store,
@@ -90,7 +92,7 @@ class _SQLiteTxn(Txn):
         self.c.execute(
             Q["insert_run"],
             (op.run_id, op.flow_id, op.manifest_id, op.trigger_key, op.body_json, op.headers_json, op.idempotency_key,
-             len(op.step_keys), _ts(op.now)),
+             len(op.step_keys), _ts(op.now), None if op.deadline is None else _ts(op.deadline)),
         )
         self.c.executemany(
             Q["insert_step"], [(op.run_id, k, i, w) for i, (k, w) in enumerate(zip(op.step_keys, op.waiting, strict=True))]
@@ -100,8 +102,14 @@ class _SQLiteTxn(Txn):
         row = self.c.execute(Q["run_status"], (run_id,)).fetchone()
         return None if row is None else _RUN_STATUS[row[0]]
 
+    def run_flow(self, run_id: str) -> str:
+        return str(self.c.execute(Q["run_flow"], (run_id,)).fetchone()[0])
+
     def load_steps(self, run_id: str) -> dict[str, StepState]:
-        return {k: StepState(_STATUS[st], gen, bool(q)) for k, st, gen, q in self.c.execute(Q["load_steps"], (run_id,))}
+        return {
+            k: StepState(_STATUS[st], gen, bool(q), bool(parked))
+            for k, st, gen, q, parked in self.c.execute(Q["load_steps"], (run_id,))
+        }
 
     def load_statuses(self, run_id: str, keys: Iterable[str]) -> dict[str, StepStatus]:
         return {k: _STATUS[st] for k, st in self.c.execute(Q["load_statuses"], (run_id, json.dumps(list(keys))))}
@@ -135,7 +143,7 @@ class _SQLiteTxn(Txn):
     def claim(self, op: Claim) -> Grant | None:
         t = _ts(op.now)
         row = self.c.execute(
-            Q["claim_step"], (op.owner, _ts(op.lease_until), t, op.run_id, op.step_key, op.generation, t)
+            Q["claim_step"], (op.owner, _ts(op.lease_until), t, t, op.run_id, op.step_key, op.generation, t)
         ).fetchone()
         if row is None:
             return None
@@ -145,14 +153,18 @@ class _SQLiteTxn(Txn):
             r = self.c.execute(Q["step_output"], (op.run_id, k)).fetchone()
             if r is not None:
                 outputs[k] = (_STATUS[r[0]], r[1], r[2])
-        return Grant(row[0], manifest_id, trigger_key, body, headers, outputs)
+        signal = None
+        if op.signal is not None:
+            sig = self.c.execute(Q["unconsumed_signal"], (op.run_id, op.signal)).fetchone()
+            signal = None if sig is None else (int(sig[0]), str(sig[1]))
+        return Grant(row[0], manifest_id, trigger_key, body, headers, outputs, _dt(row[1]), signal)
 
     def finish_step(self, op: Complete, attempt_status: StepStatus) -> bool:
         t = _ts(op.now)
         final = op.status in FINAL_STEP_STATUSES
         row = self.c.execute(
             Q["finish_step"],
-            (op.status.value, op.output_json, op.error, op.inputs_json, t if final else None,
+            (op.status.value, op.output_json, op.error, op.inputs_json, op.trace_json, t if final else None,
              op.run_id, op.step_key, op.generation, op.owner),
         ).fetchone()
         if row is None:
@@ -196,6 +208,27 @@ class _SQLiteTxn(Txn):
     def extend_leases(self, op: ExtendLeases) -> None:
         t = _ts(op.lease_until)
         self.c.executemany(Q["extend_lease"], [(t, r, k, g, op.owner) for r, k, g in op.steps])
+
+    def record_fire(self, flow_id: str, trigger: str, fire_time: datetime, run_id: str) -> str | None:
+        t = _ts(fire_time)
+        if self.c.execute(Q["record_fire"], (flow_id, trigger, t, run_id)).rowcount == 1:
+            return None
+        return str(self.c.execute(Q["fire_run"], (flow_id, trigger, t)).fetchone()[0])
+
+    def insert_signal(self, op: Signal) -> int:
+        return int(self.c.execute(Q["insert_signal"], (op.run_id, op.name, op.payload_json, _ts(op.now))).fetchone()[0])
+
+    def has_signal(self, run_id: str, name: str) -> bool:
+        return self.c.execute(Q["unconsumed_signal"], (run_id, name)).fetchone() is not None
+
+    def parked_steps(self, run_id: str, name: str) -> dict[str, int]:
+        return {k: g for k, g in self.c.execute(Q["parked_steps"], (run_id, name))}
+
+    def park(self, run_id: str, key: str, name: str) -> None:
+        self.c.execute(Q["park_step"], (name, run_id, key))
+
+    def consume_signal(self, signal_id: int, step_key: str, now: datetime) -> None:
+        self.c.execute(Q["consume_signal"], (step_key, _ts(now), signal_id))
 
     def event(self, run_id: str, step_key: str | None, kind: str, data: object, now: datetime) -> None:
         self.c.execute(Q["insert_event"], (run_id, step_key, kind, None if data is None else json.dumps(data), _ts(now)))
@@ -362,7 +395,9 @@ class SQLiteStore(Store):
     def _run_record(r: Sequence[Any]) -> RunRecord:
         created = _dt(r[8])
         assert created is not None
-        return RunRecord(r[0], r[1], _RUN_STATUS[r[2]], r[3], r[4], _loads(r[5]), _loads(r[6]) or {}, r[7], created, _dt(r[9]))
+        return RunRecord(
+            r[0], r[1], _RUN_STATUS[r[2]], r[3], r[4], _loads(r[5]), _loads(r[6]) or {}, r[7], created, _dt(r[9]), _dt(r[10])
+        )
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         row = await self._read(lambda c: c.execute(Q["get_run"], (run_id,)).fetchone())
@@ -385,7 +420,7 @@ class SQLiteStore(Store):
         return [
             StepRecord(
                 r[0], r[1], _STATUS[r[2]], r[3], bool(r[4]), r[5], _loads(r[6]), _loads(r[7]), r[8],
-                _dt(r[9]), _dt(r[10]), r[11], _dt(r[12]), _dt(r[13]),
+                _dt(r[9]), _dt(r[10]), r[11], _dt(r[12]), _dt(r[13]), _loads(r[14]), r[15],
             )
             for r in rows
         ]
@@ -417,6 +452,29 @@ class SQLiteStore(Store):
         rows = await self._read(lambda c: c.execute(Q["find_queued"], (_ts(queued_before), limit)).fetchall())
         t = _ts(now)
         return [Dispatch(r[0], r[1], r[2], r[3], max(0.0, (r[4] or t) - t)) for r in rows]
+
+    async def find_overdue_runs(self, now: datetime, limit: int = 500) -> list[str]:
+        rows = await self._read(lambda c: c.execute(Q["find_overdue_runs"], (_ts(now), limit)).fetchall())
+        return [str(r[0]) for r in rows]
+
+    async def get_signals(self, run_id: str) -> list[SignalRecord]:
+        rows = await self._read(lambda c: c.execute(Q["get_signals"], (run_id,)).fetchall())
+        out = []
+        for r in rows:
+            created = _dt(r[4])
+            assert created is not None
+            out.append(SignalRecord(r[0], r[1], r[2], _loads(r[3]), created, r[5]))
+        return out
+
+    async def get_schedule_overrides(self) -> dict[tuple[str, str], tuple[bool, str | None]]:
+        rows = await self._read(lambda c: c.execute(Q["get_schedules"]).fetchall())
+        return {(r[0], r[1]): (bool(r[2]), r[3]) for r in rows}
+
+    async def set_schedule(self, flow_id: str, trigger: str, *, paused: bool | None = None,
+                           expression: str | None = None, clear_expression: bool = False, now: datetime) -> None:
+        params = {"flow_id": flow_id, "trigger": trigger, "paused": None if paused is None else int(paused),
+                  "expression": expression, "clear": int(clear_expression), "now": _ts(now)}
+        await self._write(lambda c: c.execute(Q["upsert_schedule"], params))
 
     async def find_idle_runs(self, limit: int = 500) -> list[tuple[str, str, str]]:
         rows = await self._read(lambda c: c.execute(Q["find_idle_runs"], (limit,)).fetchall())

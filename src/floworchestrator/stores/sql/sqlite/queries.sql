@@ -37,8 +37,8 @@ SELECT run_id FROM fo_runs WHERE flow_id = ? AND idempotency_key = ?;
 
 -- name: insert_run
 INSERT INTO fo_runs (run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_headers,
-    idempotency_key, open_steps, created_at, finished_at)
-VALUES (?, ?, 'Running', ?, ?, ?, ?, ?, ?, ?, NULL);
+    idempotency_key, open_steps, created_at, finished_at, deadline)
+VALUES (?, ?, 'Running', ?, ?, ?, ?, ?, ?, ?, NULL, ?);
 
 -- name: insert_step
 INSERT INTO fo_steps (run_id, step_key, seq, status, waiting) VALUES (?, ?, ?, 'Pending', ?);
@@ -47,7 +47,10 @@ INSERT INTO fo_steps (run_id, step_key, seq, status, waiting) VALUES (?, ?, ?, '
 SELECT status FROM fo_runs WHERE run_id = ?;
 
 -- name: load_steps
-SELECT step_key, status, generation, queued FROM fo_steps WHERE run_id = ?;
+SELECT step_key, status, generation, queued, waiting_signal IS NOT NULL FROM fo_steps WHERE run_id = ?;
+
+-- name: run_flow
+SELECT flow_id FROM fo_runs WHERE run_id = ?;
 
 -- name: load_statuses
 SELECT step_key, status FROM fo_steps WHERE run_id = ? AND step_key IN (SELECT value FROM json_each(?));
@@ -73,11 +76,12 @@ UPDATE fo_steps SET status = 'Pending', queued = 1, generation = ?, not_before =
 WHERE run_id = ? AND step_key = ?;
 
 -- name: claim_step
-UPDATE fo_steps SET status = 'Running', queued = 0, owner = ?, lease_until = ?, attempts = attempts + 1, started_at = ?
+UPDATE fo_steps SET status = 'Running', queued = 0, owner = ?, lease_until = ?, attempts = attempts + 1, started_at = ?,
+    first_started_at = coalesce(first_started_at, ?)
 WHERE run_id = ? AND step_key = ? AND status = 'Pending' AND queued = 1 AND generation = ?
   AND (not_before IS NULL OR not_before <= ?)
   AND EXISTS (SELECT 1 FROM fo_runs r WHERE r.run_id = fo_steps.run_id AND r.status = 'Running')
-RETURNING attempts;
+RETURNING attempts, first_started_at;
 
 -- name: claim_context
 SELECT manifest_id, trigger_key, trigger_body, trigger_headers FROM fo_runs WHERE run_id = ?;
@@ -87,7 +91,7 @@ SELECT status, output, error FROM fo_steps WHERE run_id = ? AND step_key = ?;
 
 -- name: finish_step
 UPDATE fo_steps SET status = ?, owner = NULL, lease_until = NULL, output = ?, error = ?, inputs = ?,
-    finished_at = ?
+    trace = ?, waiting_signal = NULL, finished_at = ?
 WHERE run_id = ? AND step_key = ? AND status = 'Running' AND generation = ? AND owner = ?
 RETURNING attempts;
 
@@ -100,7 +104,8 @@ UPDATE fo_steps SET status = ?, queued = 0, finished_at = ? WHERE run_id = ? AND
 
 -- name: reset_step
 UPDATE fo_steps SET status = ?, queued = 0, inputs = NULL, output = NULL, error = NULL, started_at = NULL,
-    finished_at = NULL, owner = NULL, lease_until = NULL, not_before = NULL
+    finished_at = NULL, owner = NULL, lease_until = NULL, not_before = NULL, trace = NULL, first_started_at = NULL,
+    waiting_signal = NULL
 WHERE run_id = ? AND step_key = ?;
 
 -- name: finish_run
@@ -129,12 +134,12 @@ INSERT INTO fo_events (run_id, step_key, kind, data, at) VALUES (?, ?, ?, ?, ?);
 
 -- name: get_run
 SELECT run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_headers, idempotency_key,
-    created_at, finished_at
+    created_at, finished_at, deadline
 FROM fo_runs WHERE run_id = ?;
 
 -- name: list_runs
 SELECT run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_headers, idempotency_key,
-    created_at, finished_at
+    created_at, finished_at, deadline
 FROM fo_runs
 WHERE (:flow_id IS NULL OR flow_id = :flow_id) AND (:status IS NULL OR status = :status)
 ORDER BY run_id DESC LIMIT :limit OFFSET :offset;
@@ -145,7 +150,7 @@ WHERE (:flow_id IS NULL OR flow_id = :flow_id) AND (:status IS NULL OR status = 
 
 -- name: get_steps
 SELECT run_id, step_key, status, generation, queued, attempts, inputs, output, error, started_at, finished_at,
-    owner, lease_until, not_before
+    owner, lease_until, not_before, trace, waiting_signal
 FROM fo_steps WHERE run_id = ? ORDER BY seq;
 
 -- name: get_attempts
@@ -173,5 +178,45 @@ LIMIT ?;
 -- name: find_idle_runs
 SELECT r.flow_id, r.run_id, r.manifest_id FROM fo_runs r
 WHERE r.status = 'Running'
-  AND NOT EXISTS (SELECT 1 FROM fo_steps s WHERE s.run_id = r.run_id AND (s.queued = 1 OR s.status = 'Running'))
+  AND NOT EXISTS (SELECT 1 FROM fo_steps s WHERE s.run_id = r.run_id
+                  AND (s.queued = 1 OR s.status = 'Running' OR s.waiting_signal IS NOT NULL))
 LIMIT ?;
+
+-- name: record_fire
+INSERT OR IGNORE INTO fo_cron_fires (flow_id, trigger, fire_time, run_id) VALUES (?, ?, ?, ?);
+
+-- name: fire_run
+SELECT run_id FROM fo_cron_fires WHERE flow_id = ? AND trigger = ? AND fire_time = ?;
+
+-- name: insert_signal
+INSERT INTO fo_signals (run_id, name, payload, created_at) VALUES (?, ?, ?, ?) RETURNING signal_id;
+
+-- name: unconsumed_signal
+SELECT signal_id, payload FROM fo_signals WHERE run_id = ? AND name = ? AND consumed_by IS NULL
+ORDER BY signal_id LIMIT 1;
+
+-- name: parked_steps
+SELECT step_key, generation FROM fo_steps WHERE run_id = ? AND waiting_signal = ? AND status = 'Pending';
+
+-- name: park_step
+UPDATE fo_steps SET waiting_signal = ? WHERE run_id = ? AND step_key = ?;
+
+-- name: consume_signal
+UPDATE fo_signals SET consumed_by = ?, consumed_at = ? WHERE signal_id = ?;
+
+-- name: get_signals
+SELECT signal_id, run_id, name, payload, created_at, consumed_by FROM fo_signals WHERE run_id = ? ORDER BY signal_id;
+
+-- name: find_overdue_runs
+SELECT run_id FROM fo_runs WHERE status = 'Running' AND deadline IS NOT NULL AND deadline < ? LIMIT ?;
+
+-- name: get_schedules
+SELECT flow_id, trigger, paused, expression FROM fo_schedules;
+
+-- name: upsert_schedule
+INSERT INTO fo_schedules (flow_id, trigger, paused, expression, updated_at) VALUES (:flow_id, :trigger, coalesce(:paused, 0),
+    :expression, :now)
+ON CONFLICT (flow_id, trigger) DO UPDATE SET
+    paused = coalesce(:paused, paused),
+    expression = CASE WHEN :clear THEN NULL ELSE coalesce(:expression, expression) END,
+    updated_at = :now;

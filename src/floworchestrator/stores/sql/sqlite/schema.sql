@@ -31,8 +31,10 @@ CREATE TABLE fo_runs (
     idempotency_key TEXT,
     open_steps      INTEGER NOT NULL DEFAULT 0, -- steps not yet final; the run is classified at 0
     created_at      REAL NOT NULL,
-    finished_at     REAL
+    finished_at     REAL,
+    deadline        REAL                        -- the run times out then (flow timeout)
 );
+CREATE INDEX fo_runs_deadline ON fo_runs (deadline) WHERE status = 'Running' AND deadline IS NOT NULL;
 CREATE UNIQUE INDEX fo_runs_idempotency ON fo_runs (flow_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX fo_runs_flow ON fo_runs (flow_id, run_id);
 CREATE INDEX fo_runs_status ON fo_runs (status, run_id);
@@ -55,8 +57,12 @@ CREATE TABLE fo_steps (
     lease_until REAL,
     not_before  REAL,
     queued_at   REAL,
+    trace       TEXT,                          -- why it ended so: condition traces of a skipped step
+    first_started_at REAL,                     -- first execution since the last retry (polling timeouts)
+    waiting_signal TEXT,                       -- a WaitForSignal step parked until this signal arrives
     PRIMARY KEY (run_id, step_key)
 ) WITHOUT ROWID;
+CREATE INDEX fo_steps_parked ON fo_steps (run_id, waiting_signal) WHERE waiting_signal IS NOT NULL;
 CREATE INDEX fo_steps_leases ON fo_steps (lease_until) WHERE status = 'Running';
 CREATE INDEX fo_steps_queued ON fo_steps (queued_at) WHERE queued = 1;
 
@@ -91,3 +97,34 @@ CREATE TABLE fo_events (
     at       REAL NOT NULL
 );
 CREATE INDEX fo_events_run ON fo_events (run_id, event_id);
+
+-- Signals sent to runs; kept when they arrive before their step waits.
+CREATE TABLE fo_signals (
+    signal_id   INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id      TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    consumed_by TEXT,
+    consumed_at REAL
+);
+CREATE INDEX fo_signals_run ON fo_signals (run_id, name, signal_id);
+
+-- The cron fire ledger: each (flow, trigger, fire time) starts one run, whichever instance gets there first.
+CREATE TABLE fo_cron_fires (
+    flow_id   TEXT NOT NULL,
+    trigger   TEXT NOT NULL,
+    fire_time REAL NOT NULL,
+    run_id    TEXT NOT NULL,
+    PRIMARY KEY (flow_id, trigger, fire_time)
+) WITHOUT ROWID;
+
+-- Per cron trigger: paused, and an expression that overrides the flow's own.
+CREATE TABLE fo_schedules (
+    flow_id    TEXT NOT NULL,
+    trigger    TEXT NOT NULL,
+    paused     INTEGER NOT NULL DEFAULT 0,
+    expression TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (flow_id, trigger)
+) WITHOUT ROWID;
