@@ -394,9 +394,7 @@ async def test_schedule_pause_resume_and_override(make_orch: OrchFactory) -> Non
         assert first.trigger == "manual"
 
 
-async def test_paused_and_overridden_cron_persist_across_restart(store_kind: str, tmp_path: Path) -> None:
-    if store_kind == "memory":
-        pytest.skip("a restart of the memory store loses everything by design")
+async def test_paused_and_overridden_cron_persist_across_restart(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'sched.db'}"
 
     def build() -> Orchestrator:
