@@ -15,7 +15,7 @@ from .exceptions import (
     UnknownRunError,
 )
 from .executor import StepContext
-from .flow import After, Cron, Flow, Manual, Retry, Step, WaitForSignal, Webhook
+from .flow import After, Cron, Flow, ForEach, Manual, Retry, Step, WaitForSignal, Webhook
 from .orchestrator import Orchestrator, Schedule
 from .polling import poll
 
@@ -28,6 +28,7 @@ __all__ = [
     "FlowDisabledError",
     "FlowOrchestratorError",
     "FlowValidationError",
+    "ForEach",
     "Manual",
     "Orchestrator",
     "Problem",

@@ -30,7 +30,7 @@ from .exceptions import (
 )
 from .executor import Handler, StepContext, call_handler, to_result
 from .expressions import ResolutionError, Scope, StepView
-from .flow import WAIT_FOR_SIGNAL, CompiledFlow
+from .flow import WAIT_FOR_SIGNAL, CompiledFlow, Loop, RuntimeWants
 from .runtimes.base import Dispatcher, StepMessage
 from .stores.base import (
     Applied,
@@ -72,6 +72,7 @@ class _Outcome:
     trace_json: str | None = None
     park: str | None = None
     consume_signal: int | None = None
+    loop: tuple[list[str], int] | None = None
 
 
 def _retryable(policy: Mapping[str, Any], exc: BaseException) -> bool:
@@ -115,6 +116,7 @@ class Engine:
         #: False while shutting down: a finishing step then claims no successor for this worker.
         self.accepting = True
         self._timers: set[asyncio.Task[bool]] = set()
+        self._wants_cache: dict[str, RuntimeWants] = {}
         #: Flows registered while running, still being saved to the store.
         self.syncing: set[asyncio.Task[None]] = set()
 
@@ -204,8 +206,11 @@ class Engine:
         the others go to the runtime.
         """
         compiled = self.flows.get(msg.flow_id)
-        want = compiled.wants.get(msg.step_key, ()) if compiled is not None else ()
-        signal = compiled.signals.get(msg.step_key) if compiled is not None else None
+        want: tuple[str, ...] = ()
+        signal = None
+        if compiled is not None and compiled.has_step(msg.step_key):
+            want = tuple(compiled.runtime_refs(msg.step_key).values())
+            signal = compiled.signals.get(compiled.spec_key(msg.step_key))
         now = utcnow()
         grant = await self.committer.submit(
             Claim(msg.flow_id, msg.run_id, msg.step_key, msg.generation, self.owner, now + self.lease, now, want,
@@ -233,8 +238,8 @@ class Engine:
                     Complete(
                         msg.flow_id, msg.run_id, step_key, generation, self.owner, out.status, out.output_json, out.error,
                         out.inputs_json, now, finished, compiled.graph, out.delay,
-                        finished + self.lease if self.accepting else None, compiled.wants,
-                        out.attempt_status, out.trace_json, out.park, out.consume_signal,
+                        finished + self.lease if self.accepting else None, self._wants(compiled),
+                        out.attempt_status, out.trace_json, out.park, out.consume_signal, out.loop,
                     )
                 )
             finally:
@@ -259,26 +264,42 @@ class Engine:
         except Exception:
             log.exception("could not give back step %s of run %s; its lease will expire", step_key, run_id)
 
+    def _wants(self, compiled: CompiledFlow) -> RuntimeWants:
+        wants = self._wants_cache.get(compiled.manifest_id)
+        if wants is None:
+            wants = self._wants_cache[compiled.manifest_id] = RuntimeWants(compiled)
+        return wants
+
     async def _scope(self, compiled: CompiledFlow, run_id: str, step_key: str, grant: Grant) -> Scope:
-        wanted = compiled.wants.get(step_key, ())
+        refs = compiled.runtime_refs(step_key)  # name as written -> runtime key
         outputs = dict(grant.outputs)
-        missing = set(wanted) - outputs.keys()
+        missing = set(refs.values()) - outputs.keys()
         if missing:  # the run pinned an older manifest whose inputs read other steps
             for rec in await self.store.get_steps(run_id):
                 if rec.step_key in missing:
                     outputs[rec.step_key] = (rec.status, json.dumps(rec.output), rec.error)
         trigger = compiled.needs_trigger(step_key)
+        views = {}
+        for name, key in refs.items():
+            if key in outputs:
+                st, out, err = outputs[key]
+                views[name] = StepView(st.value, json.loads(out) if out is not None else None, err)
         return Scope(
             json.loads(grant.trigger_body_json) if trigger else None,
             json.loads(grant.trigger_headers_json) if trigger else {},
-            {k: StepView(st.value, json.loads(out) if out is not None else None, err) for k, (st, out, err) in outputs.items()},
+            views,
         )
 
     async def _execute(self, compiled: CompiledFlow, flow_id: str, run_id: str, step_key: str, grant: Grant) -> _Outcome:
-        step_type = compiled.step_types.get(step_key)
-        template = compiled.templates[step_key]
-        conditions = compiled.conditions.get(step_key, ())
-        scope = await self._scope(compiled, run_id, step_key, grant) if conditions or not template.is_constant else Scope()
+        if not compiled.has_step(step_key):
+            return _Outcome(StepStatus.FAILED, error=f"the run's flow has no step {step_key!r}")
+        spec = compiled.spec_key(step_key)
+        step_type = compiled.step_types.get(spec)
+        template = compiled.templates[spec]
+        conditions = compiled.conditions.get(spec, ())
+        loop = compiled.loops.get(step_key)
+        reads = conditions or not template.is_constant or (loop is not None and not loop.items.is_constant)
+        scope = await self._scope(compiled, run_id, step_key, grant) if reads else Scope()
         if conditions:
             traces = []
             for cond in conditions:
@@ -286,18 +307,23 @@ class Engine:
                 traces.append(res.to_dict())
                 if res.value is not True:
                     return _Outcome(StepStatus.SKIPPED, error=res.error, trace_json=json.dumps({"conditions": traces}))
+        if loop is not None:
+            return self._for_each(loop, scope)
         try:
             inputs = template.resolve(scope)
         except ResolutionError as exc:
             return _Outcome(StepStatus.FAILED, error=f"could not resolve inputs: {exc}")
+        if grant.loop_item_json is not None:
+            item = {"loop_item": json.loads(grant.loop_item_json), "loop_index": int(step_key.split(".", 2)[1])}
+            inputs = {**inputs, **item} if isinstance(inputs, dict) else item if inputs is None else {"inputs": inputs, **item}
         inputs_json = json.dumps(inputs) if inputs is not None else None
         if step_type == WAIT_FOR_SIGNAL:
-            return self._wait_for_signal(compiled, step_key, grant, inputs_json)
+            return self._wait_for_signal(compiled, spec, grant, inputs_json)
         handler = self.handlers.get(step_type) if step_type is not None else None
         if handler is None:
             return _Outcome(StepStatus.FAILED, error=f"no handler is registered for type {step_type!r} in this process")
         ctx = StepContext(run_id, flow_id, step_key, grant.attempt, grant.trigger_key, grant.first_started_at)
-        timeout = compiled.timeouts.get(step_key)
+        timeout = compiled.timeouts.get(spec)
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
@@ -305,14 +331,14 @@ class Engine:
         except TimeoutError as exc:
             if deadline.expired():
                 # A sync handler's thread cannot be stopped: it runs on, but its result is no longer awaited.
-                return self._failure(compiled, step_key, grant, exc, StepStatus.TIMED_OUT,
+                return self._failure(compiled, spec, grant, exc, StepStatus.TIMED_OUT,
                                      f"the step timed out after {timeout:g}s", inputs_json)
-            return self._failure(compiled, step_key, grant, exc, StepStatus.FAILED, f"{type(exc).__name__}: {exc}", inputs_json)
+            return self._failure(compiled, spec, grant, exc, StepStatus.FAILED, f"{type(exc).__name__}: {exc}", inputs_json)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.debug("handler of step %s raised", step_key, exc_info=True)
-            return self._failure(compiled, step_key, grant, exc, StepStatus.FAILED, f"{type(exc).__name__}: {exc}", inputs_json)
+            return self._failure(compiled, spec, grant, exc, StepStatus.FAILED, f"{type(exc).__name__}: {exc}", inputs_json)
         result, output_json = to_result(value)
         return _Outcome(result.status, output_json, result.error, inputs_json, result.delay)
 
@@ -326,6 +352,19 @@ class Engine:
             delay = _backoff(policy, grant.attempt)
             return _Outcome(StepStatus.PENDING, None, error, inputs_json, delay, attempt_status=status)
         return _Outcome(status, None, error, inputs_json)
+
+    @staticmethod
+    def _for_each(loop: Loop, scope: Scope) -> _Outcome:
+        try:
+            items = loop.items.resolve(scope)
+        except ResolutionError as exc:
+            return _Outcome(StepStatus.FAILED, error=f"could not resolve for_each: {exc}")
+        if items is None:
+            items = []
+        if not isinstance(items, list):
+            return _Outcome(StepStatus.FAILED, error=f"for_each must give a list, not {type(items).__name__}")
+        encoded = [json.dumps(x) for x in items]
+        return _Outcome(StepStatus.RUNNING, inputs_json="[" + ",".join(encoded) + "]", loop=(encoded, loop.concurrency))
 
     def _wait_for_signal(self, compiled: CompiledFlow, step_key: str, grant: Grant, inputs_json: str | None) -> _Outcome:
         name, timeout = compiled.signals[step_key]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,21 @@ from .expressions import InputTemplate, compile_inputs
 from .planner import Graph
 
 __all__ = [
-    "WAIT_FOR_SIGNAL", "After", "CompiledFlow", "Cron", "Flow", "Manual", "Retry", "Step", "Trigger", "WaitForSignal", "Webhook",
+    "FOR_EACH",
+    "WAIT_FOR_SIGNAL",
+    "After",
+    "CompiledFlow",
+    "Cron",
+    "Flow",
+    "ForEach",
+    "Loop",
+    "Manual",
+    "Retry",
+    "RuntimeWants",
+    "Step",
+    "Trigger",
+    "WaitForSignal",
+    "Webhook",
     "validate_flows",
 ]
 
@@ -120,10 +134,41 @@ class Step:
     when: str | None = None
     retry: Retry | None = None
     timeout: float | None = None
+    for_each: Any = None
+    """ForEach steps only (see :func:`ForEach`): the items, a list or an ``@`` expression."""
+    concurrency: int = 1
+    """ForEach steps only: how many items run at once."""
+    steps: Mapping[str, Step] | None = None
+    """ForEach steps only: the child steps run for each item."""
 
 
 #: The built-in step type that waits for a signal; see :func:`WaitForSignal`.
 WAIT_FOR_SIGNAL = "WaitForSignal"
+#: The built-in step type that runs child steps for each item of a list; see :func:`ForEach`.
+FOR_EACH = "ForEach"
+
+
+def ForEach(
+    items: Any,
+    steps: Mapping[str, Step],
+    *,
+    concurrency: int = 1,
+    run_after: Mapping[str, Sequence[StepStatus | str] | After] | None = None,
+    when: str | None = None,
+    description: str | None = None,
+) -> Step:
+    """A step that runs its child ``steps`` once per item of ``items`` (a list, or an expression giving one).
+
+    Children may have ``run_after`` among themselves; each gets the inputs
+    ``loop_item`` and ``loop_index`` in addition to its own, and runs under
+    the key ``<this step>.<index>.<child>``. At most ``concurrency`` items
+    run at once (1: one after the other). The ForEach step ends when every
+    item has: Succeeded, with a list of per-item results as its output, or
+    Failed if some item failed (a failure its own children handle does not
+    count). A null or empty list succeeds at once with no iterations.
+    """
+    return Step(FOR_EACH, run_after=dict(run_after or {}), when=when, description=description,
+                for_each=items, concurrency=concurrency, steps=dict(steps))
 
 
 def WaitForSignal(
@@ -184,6 +229,10 @@ def _step_manifest(s: Step) -> dict[str, Any]:
         out["retry"] = s.retry.to_manifest()
     if s.timeout is not None:
         out["timeout"] = s.timeout
+    if s.type == FOR_EACH:
+        out["for_each"] = s.for_each
+        out["concurrency"] = s.concurrency
+        out["steps"] = {k: _step_manifest(c) for k, c in (s.steps or {}).items()}
     return out
 
 
@@ -211,8 +260,27 @@ def _status(value: StepStatus | str) -> StepStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class Loop:
+    """A compiled ForEach step: where its items come from and the shape of its children."""
+
+    items: InputTemplate
+    concurrency: int
+    graph: Graph
+    waiting: tuple[int, ...]
+    """Predecessor count of each child, in ``graph.order``."""
+
+    def child_keys(self, parent: str, index: int) -> list[str]:
+        return [f"{parent}.{index}.{c}" for c in self.graph.order]
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledFlow:
-    """A validated flow, ready to run: its manifest, graph and parsed inputs."""
+    """A validated flow, ready to run: its manifest, graph and parsed inputs.
+
+    Per-step tables are keyed by the step's key, or ``loop.child`` for the
+    children of a ForEach; :meth:`spec_key` maps a runtime key
+    (``loop.3.child``) to that.
+    """
 
     flow_id: str
     manifest: dict[str, Any]
@@ -223,7 +291,7 @@ class CompiledFlow:
     waiting: tuple[int, ...]
     """Predecessor count of each step, in ``graph.order``."""
     wants: Mapping[str, tuple[str, ...]]
-    """For each step, the steps whose outputs its inputs or conditions read."""
+    """For each step, the steps (as written) whose outputs its inputs or conditions read."""
     conditions: Mapping[str, tuple[Condition, ...]]
     """Conditions each step must pass to run (its own ``when`` and its run_after entries')."""
     retries: Mapping[str, Mapping[str, Any]]
@@ -233,22 +301,65 @@ class CompiledFlow:
     run_timeout: float | None
     signals: Mapping[str, tuple[str, float | None]]
     """For each WaitForSignal step: (signal name, timeout in seconds or None)."""
+    loops: Mapping[str, Loop]
+    """The ForEach steps."""
+
+    def has_step(self, key: str) -> bool:
+        """True for a step of the flow or a well-formed runtime key of a ForEach child."""
+        if key in self.step_types:
+            return True
+        parts = key.split(".", 2)
+        return len(parts) == 3 and parts[1].isdigit() and f"{parts[0]}.{parts[2]}" in self.step_types
+
+    def spec_key(self, key: str) -> str:
+        """The key of a step's definition: itself, or ``loop.child`` for the runtime key ``loop.i.child``."""
+        if key in self.step_types:
+            return key
+        parent, _, child = key.split(".", 2)
+        return f"{parent}.{child}"
+
+    def runtime_refs(self, key: str) -> dict[str, str]:
+        """{name as written: runtime key} of the steps a step reads (siblings of a loop child get its prefix)."""
+        spec = self.spec_key(key)
+        refs = self.wants.get(spec, ())
+        if spec == key:
+            return {r: r for r in refs}
+        parent, index, _ = key.split(".", 2)
+        children = self.loops[parent].graph.preds
+        return {r: f"{parent}.{index}.{r}" if r in children else r for r in refs}
 
     def needs_trigger(self, key: str) -> bool:
         """True when the step's inputs or conditions read the trigger data."""
-        return self.templates[key].uses_trigger or any(c.uses_trigger() for c in self.conditions.get(key, ()))
+        spec = self.spec_key(key)
+        loop = self.loops.get(key)
+        return (
+            self.templates[spec].uses_trigger
+            or any(c.uses_trigger() for c in self.conditions.get(spec, ()))
+            or (loop is not None and loop.items.uses_trigger)
+        )
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> CompiledFlow:
         """Compile a manifest; raise ValueError if it is not valid (validate flows first)."""
         steps: Mapping[str, Any] = manifest["steps"]
-        preds = {
-            key: {p: frozenset(_status(x) for x in _after_parts(v)[0]) for p, v in (s.get("run_after") or {}).items()}
-            for key, s in steps.items()
-        }
+        specs: dict[str, Mapping[str, Any]] = {}
+        loops: dict[str, Loop] = {}
+        loop_graphs: dict[str, Graph] = {}
+        for key, s in steps.items():
+            specs[key] = s
+            if s["type"] == FOR_EACH:
+                children: Mapping[str, Any] = s.get("steps") or {}
+                for ck, cs in children.items():
+                    specs[f"{key}.{ck}"] = cs
+                g = Graph.build(_preds(children))
+                items, problems = compile_inputs(s.get("for_each"), "for_each")
+                if problems:
+                    raise ValueError(f"step {key!r}: {problems[0][1]}")
+                loops[key] = Loop(items, int(s.get("concurrency") or 1), g, tuple(len(g.preds[k]) for k in g.order))
+                loop_graphs[key] = g
         templates: dict[str, InputTemplate] = {}
         conditions: dict[str, tuple[Condition, ...]] = {}
-        for key, s in steps.items():
+        for key, s in specs.items():
             template, problems = compile_inputs(s.get("inputs"), "inputs")
             if problems:
                 raise ValueError(f"step {key!r}: {problems[0][1]}")
@@ -261,28 +372,52 @@ class CompiledFlow:
                 except ExpressionError as exc:
                     raise ValueError(f"step {key!r}: {exc}") from None
         canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=str)
-        graph = Graph.build(preds)
+        graph = Graph.build(_preds(steps), loop_graphs)
+        wants = {k: tuple(sorted(t.step_refs.union(*(c.step_refs() for c in conditions.get(k, ()))))) for k, t in templates.items()}
+        for key, loop in loops.items():
+            wants[key] = tuple(sorted(set(wants[key]) | loop.items.step_refs))
         return cls(
             flow_id=str(manifest["id"]),
             manifest=dict(manifest),
             manifest_id=hashlib.sha256(canonical.encode()).hexdigest()[:32],
             graph=graph,
-            step_types={key: str(s["type"]) for key, s in steps.items()},
+            step_types={key: str(s["type"]) for key, s in specs.items()},
             templates=templates,
             waiting=tuple(len(graph.preds[k]) for k in graph.order),
-            wants={
-                k: tuple(sorted(t.step_refs.union(*(c.step_refs() for c in conditions.get(k, ())))))
-                for k, t in templates.items()
-            },
+            wants=wants,
             conditions=conditions,
-            retries={k: s["retry"] for k, s in steps.items() if s.get("retry")},
-            timeouts={k: float(s["timeout"]) for k, s in steps.items() if s.get("timeout")},
+            retries={k: s["retry"] for k, s in specs.items() if s.get("retry")},
+            timeouts={k: float(s["timeout"]) for k, s in specs.items() if s.get("timeout")},
             run_timeout=float(manifest["timeout"]) if manifest.get("timeout") else None,
             signals={
                 k: (str(s["inputs"]["signal"]), float(s["inputs"]["timeout"]) if s["inputs"].get("timeout") else None)
-                for k, s in steps.items() if s["type"] == WAIT_FOR_SIGNAL
+                for k, s in specs.items() if s["type"] == WAIT_FOR_SIGNAL
             },
+            loops=loops,
         )
+
+
+class RuntimeWants(Mapping[str, tuple[str, ...]]):
+    """``runtime key → runtime keys it reads``, for the store to fetch with a folded claim."""
+
+    def __init__(self, compiled: CompiledFlow) -> None:
+        self._c = compiled
+
+    def __getitem__(self, key: str) -> tuple[str, ...]:
+        return tuple(self._c.runtime_refs(key).values())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._c.step_types)
+
+    def __len__(self) -> int:
+        return len(self._c.step_types)
+
+
+def _preds(steps: Mapping[str, Any]) -> dict[str, dict[str, frozenset[StepStatus]]]:
+    return {
+        key: {p: frozenset(_status(x) for x in _after_parts(v)[0]) for p, v in (s.get("run_after") or {}).items()}
+        for key, s in steps.items()
+    }
 
 
 def validate_flows(
@@ -321,7 +456,11 @@ def validate_flows(
     return problems
 
 
-def _validate_one(flow: Flow, fid: str, handler_types: Collection[str]) -> list[Problem]:
+def _validate_one(
+    flow: Flow, fid: str, handler_types: Collection[str], outer: Collection[str] = (), prefix: str = ""
+) -> list[Problem]:
+    """Problems of one flow; for the children of a ForEach, ``outer`` are the steps outside the
+    loop they may read and ``prefix`` ("loop.") names them in messages."""
     out: list[Problem] = []
     if not isinstance(flow.id, str) or not flow.id.strip():
         out.append(Problem(fid, "the flow id must be a non-empty string", field="id"))
@@ -355,6 +494,9 @@ def _validate_one(flow: Flow, fid: str, handler_types: Collection[str]) -> list[
             out.append(Problem(fid, "a step key must be non-empty and contain no '.'", step=key))
         if step.type == WAIT_FOR_SIGNAL:
             out.extend(_check_signal_step(fid, key, step))
+        elif step.type == FOR_EACH:
+            if prefix:
+                out.append(Problem(fid, "a ForEach inside a ForEach is not supported", step=key, field="type"))
         elif step.type not in handler_types:
             out.append(Problem(fid, f"no handler is registered for type {step.type!r}", step=key, field="type"))
         preds[key] = {}
@@ -414,20 +556,46 @@ def _validate_one(flow: Flow, fid: str, handler_types: Collection[str]) -> list[
         if not isinstance(step, Step):
             continue
         template, _ = compile_inputs(step.inputs, "inputs")
-        ancestors = _ancestors(preds, key)
+        ancestors = _ancestors(preds, key) | set(outer)
+        if step.type == FOR_EACH and not prefix:
+            out.extend(_check_loop(fid, key, step, handler_types, ancestors))
         for ref in sorted(template.step_refs):
-            if ref not in flow.steps:
+            if ref not in flow.steps and ref not in outer:
                 out.append(Problem(fid, f"inputs read unknown step {ref!r}", step=key, field="inputs"))
             elif ref not in ancestors or ref == key:
                 msg = f"inputs read step {ref!r}, which does not run before this step (add it to run_after)"
                 out.append(Problem(fid, msg, step=key, field="inputs"))
         for where, refs in cond_refs[key]:
             for ref in sorted(refs):
-                if ref not in flow.steps:
+                if ref not in flow.steps and ref not in outer:
                     out.append(Problem(fid, f"condition reads unknown step {ref!r}", step=key, field=where))
                 elif ref not in ancestors or ref == key:
                     msg = f"condition reads step {ref!r}, which does not run before this step (add it to run_after)"
                     out.append(Problem(fid, msg, step=key, field=where))
+    return out
+
+
+def _check_loop(fid: str, key: str, step: Step, handler_types: Collection[str], ancestors: set[str]) -> list[Problem]:
+    out: list[Problem] = []
+    if not (isinstance(step.concurrency, int) and step.concurrency >= 1):
+        out.append(Problem(fid, f"concurrency must be a whole number >= 1, not {step.concurrency!r}", step=key, field="concurrency"))
+    items = step.for_each
+    if isinstance(items, str):
+        template, problems = compile_inputs(items, "for_each")
+        out.extend(Problem(fid, msg, step=key, field="for_each") for _, msg in problems)
+        if template.is_constant and not problems:
+            out.append(Problem(fid, "for_each must be a list or an @ expression", step=key, field="for_each"))
+        for ref in sorted(template.step_refs):
+            if ref not in ancestors:
+                msg = f"for_each reads step {ref!r}, which does not run before this step (add it to run_after)"
+                out.append(Problem(fid, msg, step=key, field="for_each"))
+    elif items is not None and not isinstance(items, (list, tuple)):
+        out.append(Problem(fid, f"for_each must be a list or an @ expression, not {type(items).__name__}", step=key, field="for_each"))
+    if not step.steps:
+        out.append(Problem(fid, "a ForEach needs at least one child step", step=key, field="steps"))
+        return out
+    for p in _validate_one(Flow(fid, step.steps, triggers={}), fid, handler_types, outer=ancestors, prefix=f"{key}."):
+        out.append(Problem(p.flow_id, p.message, step=f"{key}.{p.step}" if p.step else key, field=p.field))
     return out
 
 

@@ -18,7 +18,7 @@ Rules (DESIGN §4):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ._status import FINAL_STEP_STATUSES, RunStatus, StepStatus
 
@@ -36,6 +36,27 @@ class Graph:
     order: tuple[str, ...]
     preds: Mapping[str, Mapping[str, frozenset[StepStatus]]]
     succs: Mapping[str, tuple[str, ...]]
+    loops: Mapping[str, Graph] = field(default_factory=dict)
+    """For each ForEach step, the graph of its child steps. A child of item ``i`` of
+    loop ``p`` has the runtime key ``p.i.child``."""
+
+    def succs_of(self, key: str) -> tuple[str, ...]:
+        """Successors of a step, static or a loop child (by runtime key)."""
+        found = self.succs.get(key)
+        if found is not None:
+            return found
+        parent, index, child = key.split(".", 2)
+        prefix = f"{parent}.{index}."
+        return tuple(prefix + s for s in self.loops[parent].succs[child])
+
+    def preds_of(self, key: str) -> Mapping[str, frozenset[StepStatus]]:
+        """Predecessors of a step with the statuses it accepts, static or a loop child (by runtime key)."""
+        found = self.preds.get(key)
+        if found is not None:
+            return found
+        parent, index, child = key.split(".", 2)
+        prefix = f"{parent}.{index}."
+        return {prefix + p: allowed for p, allowed in self.loops[parent].preds[child].items()}
 
     @property
     def entries(self) -> tuple[str, ...]:
@@ -54,7 +75,7 @@ class Graph:
         return [k for k in self.order if k in seen]
 
     @classmethod
-    def build(cls, preds: Mapping[str, Mapping[str, frozenset[StepStatus]]]) -> Graph:
+    def build(cls, preds: Mapping[str, Mapping[str, frozenset[StepStatus]]], loops: Mapping[str, Graph] | None = None) -> Graph:
         """Build from predecessor maps; raise ValueError naming the steps of a cycle."""
         succs: dict[str, list[str]] = {k: [] for k in preds}
         for k, ps in preds.items():
@@ -82,7 +103,7 @@ class Graph:
                         rest.discard(k)
                         trimmed = True
             raise ValueError(", ".join(sorted(rest)))
-        return cls(tuple(order), preds, {k: tuple(v) for k, v in succs.items()})
+        return cls(tuple(order), preds, {k: tuple(v) for k, v in succs.items()}, dict(loops or {}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +121,7 @@ class Decision:
 def accepts(graph: Graph, key: str, statuses: Mapping[str, StepStatus]) -> bool | None:
     """None if some predecessor of ``key`` is not final; else whether ``key`` may run."""
     ok = True
-    for pred, allowed in graph.preds[key].items():
+    for pred, allowed in graph.preds_of(key).items():
         st = statuses[pred]
         if st not in FINAL_STEP_STATUSES:
             return None

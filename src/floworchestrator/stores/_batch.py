@@ -14,6 +14,7 @@ decision, and the run is classified only when its open count reaches zero.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -157,6 +158,30 @@ class Txn(ABC):
     def consume_signal(self, signal_id: int, step_key: str, now: datetime) -> None: ...
 
     @abstractmethod
+    def expand(self, op: Complete, child_keys: Sequence[str], waiting: Sequence[int], per_item: int, started: int) -> bool:
+        """If the ForEach step is Running at op.generation for op.owner: make it owned by nobody (no
+        lease), store its items (``op.loop``) as its inputs and loop counters (total, ``started``, done 0),
+        and insert ``child_keys`` (``per_item`` per item, in item order) Pending with ``waiting`` (one
+        per child of an item) and their item; add them to the run's open count."""
+
+    @abstractmethod
+    def loop_item_done(self, run_id: str, parent: str) -> tuple[int | None, int | None]:
+        """Count one more finished item of a ForEach; if items remain unstarted, mark the next one
+        started. Returns (index of the item to start or None, the number of items if all are done)."""
+
+    @abstractmethod
+    def finish_loop(self, run_id: str, parent: str, status: StepStatus, output_json: str, error: str | None, now: datetime) -> None:
+        """End a ForEach step with ``status`` and record its attempt."""
+
+    @abstractmethod
+    def load_outputs(self, run_id: str, keys: Sequence[str]) -> dict[str, tuple[StepStatus, str | None, str | None]]:
+        """(status, output JSON, error) of each of ``keys`` that exists."""
+
+    @abstractmethod
+    def delete_children(self, run_id: str, parent: str) -> None:
+        """Remove a ForEach step's children and their dispatch records (before it runs again)."""
+
+    @abstractmethod
     def event(self, run_id: str, step_key: str | None, kind: str, data: object, now: datetime) -> None: ...
 
 
@@ -241,12 +266,18 @@ def _complete(tx: Txn, op: Complete) -> Applied:
         not_before = op.now + timedelta(seconds=delay)
         queued = tx.queue(op.run_id, [(op.step_key, op.generation + 1)], not_before, op.now)
         return Applied(True, Effects(_dispatches(op.flow_id, op.run_id, queued, delay)))
-    if not tx.finish_step(op, op.attempt_status or op.status):
-        return Applied(False)
-    if op.consume_signal is not None:
-        tx.consume_signal(op.consume_signal, op.step_key, op.now)
-    tx.event(op.run_id, op.step_key, "Step" + op.status.value, {"error": op.error} if op.error else None, op.now)
-    ready, outcome = _propagate(tx, op.run_id, op.graph, [op.step_key], op.now)
+    if op.loop is not None:
+        expanded = _expand(tx, op)
+        if expanded is None:
+            return Applied(False)
+        ready, outcome = expanded
+    else:
+        if not tx.finish_step(op, op.attempt_status or op.status):
+            return Applied(False)
+        if op.consume_signal is not None:
+            tx.consume_signal(op.consume_signal, op.step_key, op.now)
+        tx.event(op.run_id, op.step_key, "Step" + op.status.value, {"error": op.error} if op.error else None, op.now)
+        ready, outcome = _propagate(tx, op.run_id, op.graph, [op.step_key], op.now)
     queued = tx.queue(op.run_id, ready, op.now, op.now) if ready else []
     claimed = None
     if queued and op.fold_lease_until is not None:
@@ -262,40 +293,103 @@ def _complete(tx: Txn, op: Complete) -> Applied:
     return Applied(True, Effects(_dispatches(op.flow_id, op.run_id, queued), finished), claimed)
 
 
+def _expand(tx: Txn, op: Complete) -> tuple[list[tuple[str, int]], RunStatus | None] | None:
+    """Create a ForEach step's children and queue its first items; None if the step was not ours."""
+    assert op.loop is not None
+    items, concurrency = op.loop
+    lg = op.graph.loops[op.step_key]
+    n = len(items)
+    started = min(concurrency, n)
+    keys = [f"{op.step_key}.{i}.{c}" for i in range(n) for c in lg.order]
+    if not tx.expand(op, keys, [len(lg.preds[c]) for c in lg.order], len(lg.order), started):
+        return None
+    tx.event(op.run_id, op.step_key, "LoopStarted", {"items": n, "concurrency": concurrency}, op.now)
+    if n == 0:
+        tx.finish_loop(op.run_id, op.step_key, StepStatus.SUCCEEDED, "[]", None, op.now)
+        tx.event(op.run_id, op.step_key, "StepSucceeded", None, op.now)
+        return _propagate(tx, op.run_id, op.graph, [op.step_key], op.now)
+    return [(f"{op.step_key}.{i}.{c}", 1) for i in range(started) for c in lg.entries], None
+
+
 def _propagate(
     tx: Txn, run_id: str, graph: planner.Graph, finished: Sequence[str], now: datetime
 ) -> tuple[list[tuple[str, int]], RunStatus | None]:
-    """Release the successors of steps that just became final; return (ready steps with their next
-    generation, the run's outcome if it has no open step left)."""
+    """Release the successors of steps that just became final, and finish ForEach items and steps
+    whose children all did; return (ready steps with their next generation, the run's outcome if it
+    has no open step left)."""
     ready: list[tuple[str, int]] = []
-    closed = len(finished)
+    closed = 0
     frontier: Sequence[str] = finished
     while frontier:
-        succs = [s for k in frontier for s in graph.succs[k]]
-        if not succs:
-            break
-        zero = tx.release(run_id, succs)
-        if not zero:
-            break
-        statuses = tx.load_statuses(run_id, {p for z in zero for p in graph.preds[z]})
-        skipped = []
-        for key, gen in zero.items():
-            verdict = planner.accepts(graph, key, statuses)
-            if verdict:
-                ready.append((key, gen + 1))
-            elif verdict is not None:
-                skipped.append(key)
-        if skipped:
-            tx.set_steps(run_id, skipped, StepStatus.SKIPPED, now)
-            for k in skipped:
-                tx.event(run_id, k, "StepSkipped", None, now)
-            closed += len(skipped)
-        frontier = skipped
+        closed += len(frontier)
+        after: list[str] = []
+        succs = [s for k in frontier for s in graph.succs_of(k)]
+        zero = tx.release(run_id, succs) if succs else {}
+        if zero:
+            statuses = tx.load_statuses(run_id, {p for z in zero for p in graph.preds_of(z)})
+            for key, gen in zero.items():
+                verdict = planner.accepts(graph, key, statuses)
+                if verdict:
+                    ready.append((key, gen + 1))
+                elif verdict is not None:
+                    after.append(key)
+            if after:
+                tx.set_steps(run_id, after, StepStatus.SKIPPED, now)
+                for k in after:
+                    tx.event(run_id, k, "StepSkipped", None, now)
+        if graph.loops:
+            after.extend(_settle_items(tx, run_id, graph, frontier, ready, now))
+        frontier = after
     remaining = tx.close(run_id, closed)
     if remaining > 0 or ready:
         return ready, None
     steps = tx.load_steps(run_id)
     return ready, planner.classify(graph, {k: s.status for k, s in steps.items()})
+
+
+def _settle_items(
+    tx: Txn, run_id: str, graph: planner.Graph, finished: Sequence[str], ready: list[tuple[str, int]], now: datetime
+) -> list[str]:
+    """For ForEach children that just became final: count their items done when all siblings are
+    final, start the next items, and end the ForEach steps whose items are all done (returned)."""
+    items = sorted({(p, int(i)) for k in finished if k.count(".") >= 2 for p, i, _ in [k.split(".", 2)]})
+    ended = []
+    for parent, index in items:
+        lg = graph.loops[parent]
+        statuses = tx.load_statuses(run_id, [f"{parent}.{index}.{c}" for c in lg.order])
+        if any(st not in FINAL_STEP_STATUSES for st in statuses.values()):
+            continue
+        start, total = tx.loop_item_done(run_id, parent)
+        if start is not None:
+            ready.extend((f"{parent}.{start}.{c}", 1) for c in lg.entries)
+        if total is not None:
+            status, output_json, error = _loop_result(tx, run_id, parent, lg, total)
+            tx.finish_loop(run_id, parent, status, output_json, error, now)
+            tx.event(run_id, parent, "Step" + status.value, {"error": error} if error else None, now)
+            ended.append(parent)
+    return ended
+
+
+def _loop_result(tx: Txn, run_id: str, parent: str, lg: planner.Graph, total: int) -> tuple[StepStatus, str, str | None]:
+    """Status, output (a list with one entry per item) and error of a finished ForEach step."""
+    leaves = [c for c in lg.order if not lg.succs[c]]
+    prefix = parent + "."
+    got = tx.load_outputs(run_id, [f"{prefix}{i}.{c}" for i in range(total) for c in lg.order])
+    results: list[dict[str, object]] = []
+    failed = 0
+    for index in range(total):
+        item_status = planner.classify(lg, {c: got[f"{prefix}{index}.{c}"][0] for c in lg.order}) or RunStatus.FAILED
+        outs = {c: json.loads(got[f"{prefix}{index}.{c}"][1] or "null") for c in leaves}
+        entry: dict[str, object] = {"index": index, "status": item_status.value,
+                                    "output": outs[leaves[0]] if len(leaves) == 1 else outs}
+        if item_status is not RunStatus.SUCCEEDED:
+            failed += 1
+            errors = [got[f"{prefix}{index}.{c}"][2] for c in lg.order if got[f"{prefix}{index}.{c}"][2]]
+            entry["error"] = errors[0] if errors else item_status.value
+        results.append(entry)
+    if failed:
+        return StepStatus.FAILED, json.dumps(results), f"{failed} of {len(results)} items failed"
+    return StepStatus.SUCCEEDED, json.dumps(results), None
 
 
 def _finish(tx: Txn, run_id: str, outcome: RunStatus | None, now: datetime) -> tuple[tuple[str, RunStatus], ...]:
@@ -379,11 +473,18 @@ def _retry(tx: Txn, op: RetryStep) -> Applied:
         raise InvalidOperationError(
             f"step {op.step_key!r} is {state.status.value}; only a Failed, TimedOut or Cancelled step can be retried"
         )
-    after = op.graph.descendants(op.step_key) if op.step_key in op.graph.succs else []
+    if op.step_key not in op.graph.succs:
+        raise InvalidOperationError(f"{op.step_key!r} is a step inside a ForEach; retry the ForEach step instead")
+    after = op.graph.descendants(op.step_key)
     busy = [k for k in after if steps[k].status is StepStatus.RUNNING or steps[k].queued]
     if busy:
         raise InvalidOperationError(f"steps after {op.step_key!r} are still running ({', '.join(busy)}); retry when they finish")
     reset = [op.step_key, *after]
+    for k in reset:
+        if k in op.graph.loops:
+            tx.delete_children(op.run_id, k)
+            for child in [c for c in steps if c.startswith(k + ".")]:
+                del steps[child]
     tx.set_steps(op.run_id, reset, StepStatus.PENDING, op.now, reset=True)
     statuses = {k: s.status for k, s in steps.items()}
     statuses.update(dict.fromkeys(reset, StepStatus.PENDING))

@@ -223,6 +223,10 @@ class Complete:
     sets a timeout wake-up, 0 waits for ever. A matching unconsumed signal re-queues it at once."""
     consume_signal: int | None = None
     """The id of the signal this completion used up."""
+    loop: tuple[list[str], int] | None = None
+    """For a ForEach step, with status Running: (the items as JSON, concurrency). The step's children
+    (``graph.loops[step_key]``) are created for every item, the first ``concurrency`` items' entry
+    children are queued, and the step stays Running, owned by nobody, until every item is done."""
 
 
 @dataclass(slots=True)
@@ -358,6 +362,8 @@ class Grant:
     """When the step's first execution started (since the last retry from the API)."""
     signal: tuple[int, str] | None = None
     """(signal id, payload JSON) of the signal the claim asked for, if one is waiting."""
+    loop_item_json: str | None = None
+    """For a ForEach child: its item, as JSON."""
 
 
 @dataclass(slots=True)

@@ -66,6 +66,10 @@ class _Step:
     trace_json: str | None = None
     first_started_at: datetime | None = None
     waiting_signal: str | None = None
+    loop_item_json: str | None = None
+    loop_total: int = 0
+    loop_started: int = 0
+    loop_done: int = 0
 
 
 @dataclass(slots=True)
@@ -234,7 +238,7 @@ class _MemoryTxn(Txn):
             sig = self._unconsumed(op.run_id, op.signal)
             signal = None if sig is None else (sig.signal_id, sig.payload_json)
         return Grant(row.attempts, run.rec.manifest_id, run.rec.trigger_key, run.body_json, run.headers_json, outputs,
-                     row.first_started_at, signal)
+                     row.first_started_at, signal, row.loop_item_json)
 
     def _unconsumed(self, run_id: str, name: str) -> _Signal | None:
         for sig in self.d.signals:
@@ -315,6 +319,58 @@ class _MemoryTxn(Txn):
             if row is not None and row.status is StepStatus.RUNNING and row.generation == gen and row.owner == op.owner:
                 self._save(row)
                 row.lease_until = op.lease_until
+
+    def expand(self, op: Complete, child_keys: Sequence[str], waiting: Sequence[int], per_item: int, started: int) -> bool:
+        row = self._step(op.run_id, op.step_key)
+        if row is None or row.status is not StepStatus.RUNNING or row.generation != op.generation or row.owner != op.owner:
+            return False
+        assert op.loop is not None
+        items = op.loop[0]
+        self._save(row)
+        row.owner = row.lease_until = None
+        row.inputs_json = "[" + ",".join(items) + "]"
+        row.loop_total, row.loop_started, row.loop_done = len(items), started, 0
+        steps = self.d.steps[op.run_id]
+        for i, key in enumerate(child_keys):
+            steps[key] = _Step(StepStatus.PENDING, waiting[i % per_item], loop_item_json=items[i // per_item])
+        self.undo.append(lambda: [steps.pop(k, None) for k in child_keys])
+        self.close(op.run_id, -len(child_keys))
+        return True
+
+    def loop_item_done(self, run_id: str, parent: str) -> tuple[int | None, int | None]:
+        row = self.d.steps[run_id][parent]
+        self._save(row)
+        row.loop_done += 1
+        start = None
+        if row.loop_started < row.loop_total:
+            start = row.loop_started
+            row.loop_started += 1
+        return start, row.loop_total if row.loop_done >= row.loop_total else None
+
+    def finish_loop(self, run_id: str, parent: str, status: StepStatus, output_json: str, error: str | None, now: datetime) -> None:
+        row = self.d.steps[run_id][parent]
+        self._save(row)
+        row.status, row.output_json, row.error, row.finished_at = status, output_json, error, now
+        self._attempt(AttemptRecord(run_id, parent, row.attempts, row.generation, status, None, row.started_at or now, now, error))
+
+    def load_outputs(self, run_id: str, keys: Sequence[str]) -> dict[str, tuple[StepStatus, str | None, str | None]]:
+        steps = self.d.steps.get(run_id, {})
+        return {k: (steps[k].status, steps[k].output_json, steps[k].error) for k in keys if k in steps}
+
+    def delete_children(self, run_id: str, parent: str) -> None:
+        steps = self.d.steps[run_id]
+        prefix = parent + "."
+        gone = {k: v for k, v in steps.items() if k.startswith(prefix)}
+        for k in gone:
+            del steps[k]
+        entries = {e for e in self.d.ledger if e[0] == run_id and e[1].startswith(prefix)}
+        self.d.ledger -= entries
+
+        def restore() -> None:
+            steps.update(gone)
+            self.d.ledger |= entries
+
+        self.undo.append(restore)
 
     def record_fire(self, flow_id: str, trigger: str, fire_time: datetime, run_id: str) -> str | None:
         key = (flow_id, trigger, fire_time)

@@ -157,7 +157,7 @@ class _SQLiteTxn(Txn):
         if op.signal is not None:
             sig = self.c.execute(Q["unconsumed_signal"], (op.run_id, op.signal)).fetchone()
             signal = None if sig is None else (int(sig[0]), str(sig[1]))
-        return Grant(row[0], manifest_id, trigger_key, body, headers, outputs, _dt(row[1]), signal)
+        return Grant(row[0], manifest_id, trigger_key, body, headers, outputs, _dt(row[1]), signal, row[2])
 
     def finish_step(self, op: Complete, attempt_status: StepStatus) -> bool:
         t = _ts(op.now)
@@ -208,6 +208,47 @@ class _SQLiteTxn(Txn):
     def extend_leases(self, op: ExtendLeases) -> None:
         t = _ts(op.lease_until)
         self.c.executemany(Q["extend_lease"], [(t, r, k, g, op.owner) for r, k, g in op.steps])
+
+    def expand(self, op: Complete, child_keys: Sequence[str], waiting: Sequence[int], per_item: int, started: int) -> bool:
+        assert op.loop is not None
+        items = op.loop[0]
+        updated = self.c.execute(
+            Q["expand_loop"],
+            ("[" + ",".join(items) + "]", len(items), started, op.run_id, op.step_key, op.generation, op.owner),
+        ).rowcount
+        if updated != 1:
+            return False
+        (base,) = self.c.execute(Q["max_seq"], (op.run_id,)).fetchone()
+        self.c.executemany(
+            Q["insert_child"],
+            [(op.run_id, key, base + 1 + i, waiting[i % per_item], items[i // per_item]) for i, key in enumerate(child_keys)],
+        )
+        self.close(op.run_id, -len(child_keys))
+        return True
+
+    def loop_item_done(self, run_id: str, parent: str) -> tuple[int | None, int | None]:
+        before = self.c.execute(Q["loop_counters"], (run_id, parent)).fetchone()
+        started, total, done = self.c.execute(Q["loop_item_done"], (run_id, parent)).fetchone()
+        start = before[0] if started > before[0] else None
+        return start, total if done >= total else None
+
+    def finish_loop(self, run_id: str, parent: str, status: StepStatus, output_json: str, error: str | None, now: datetime) -> None:
+        t = _ts(now)
+        attempts, generation, started = self.c.execute(
+            Q["finish_loop"], (status.value, output_json, error, t, run_id, parent)
+        ).fetchone()
+        self.c.execute(
+            Q["insert_attempt"], (run_id, parent, attempts, generation, status.value, None, started if started is not None else t, t, error)
+        )
+
+    def load_outputs(self, run_id: str, keys: Sequence[str]) -> dict[str, tuple[StepStatus, str | None, str | None]]:
+        rows = self.c.execute(Q["load_outputs"], (run_id, json.dumps(list(keys))))
+        return {k: (_STATUS[st], out, err) for k, st, out, err in rows}
+
+    def delete_children(self, run_id: str, parent: str) -> None:
+        bounds = (run_id, parent + ".", parent + "/")  # every key that starts with "parent."
+        self.c.execute(Q["delete_children"], bounds)
+        self.c.execute(Q["delete_child_dispatches"], bounds)
 
     def record_fire(self, flow_id: str, trigger: str, fire_time: datetime, run_id: str) -> str | None:
         t = _ts(fire_time)

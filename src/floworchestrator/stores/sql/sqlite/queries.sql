@@ -81,7 +81,7 @@ UPDATE fo_steps SET status = 'Running', queued = 0, owner = ?, lease_until = ?, 
 WHERE run_id = ? AND step_key = ? AND status = 'Pending' AND queued = 1 AND generation = ?
   AND (not_before IS NULL OR not_before <= ?)
   AND EXISTS (SELECT 1 FROM fo_runs r WHERE r.run_id = fo_steps.run_id AND r.status = 'Running')
-RETURNING attempts, first_started_at;
+RETURNING attempts, first_started_at, loop_item;
 
 -- name: claim_context
 SELECT manifest_id, trigger_key, trigger_body, trigger_headers FROM fo_runs WHERE run_id = ?;
@@ -220,3 +220,36 @@ ON CONFLICT (flow_id, trigger) DO UPDATE SET
     paused = coalesce(:paused, paused),
     expression = CASE WHEN :clear THEN NULL ELSE coalesce(:expression, expression) END,
     updated_at = :now;
+
+-- name: expand_loop
+UPDATE fo_steps SET owner = NULL, lease_until = NULL, inputs = ?, loop_total = ?, loop_started = ?, loop_done = 0
+WHERE run_id = ? AND step_key = ? AND status = 'Running' AND generation = ? AND owner = ?;
+
+-- name: max_seq
+SELECT coalesce(max(seq), 0) FROM fo_steps WHERE run_id = ?;
+
+-- name: insert_child
+INSERT INTO fo_steps (run_id, step_key, seq, status, waiting, loop_item) VALUES (?, ?, ?, 'Pending', ?, ?);
+
+-- name: loop_counters
+SELECT loop_started, loop_total FROM fo_steps WHERE run_id = ? AND step_key = ?;
+
+-- name: loop_item_done
+UPDATE fo_steps SET loop_done = loop_done + 1,
+    loop_started = CASE WHEN loop_started < loop_total THEN loop_started + 1 ELSE loop_started END
+WHERE run_id = ? AND step_key = ?
+RETURNING loop_started, loop_total, loop_done;
+
+-- name: finish_loop
+UPDATE fo_steps SET status = ?, output = ?, error = ?, finished_at = ? WHERE run_id = ? AND step_key = ?
+RETURNING attempts, generation, started_at;
+
+-- name: load_outputs
+SELECT step_key, status, output, error FROM fo_steps
+WHERE run_id = ? AND step_key IN (SELECT value FROM json_each(?));
+
+-- name: delete_children
+DELETE FROM fo_steps WHERE run_id = ? AND step_key >= ? AND step_key < ?;
+
+-- name: delete_child_dispatches
+DELETE FROM fo_dispatches WHERE run_id = ? AND step_key >= ? AND step_key < ?;

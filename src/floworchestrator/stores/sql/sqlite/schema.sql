@@ -60,6 +60,10 @@ CREATE TABLE fo_steps (
     trace       TEXT,                          -- why it ended so: condition traces of a skipped step
     first_started_at REAL,                     -- first execution since the last retry (polling timeouts)
     waiting_signal TEXT,                       -- a WaitForSignal step parked until this signal arrives
+    loop_item   TEXT,                          -- a ForEach child: its item (JSON)
+    loop_total  INTEGER NOT NULL DEFAULT 0,    -- a ForEach step: items in all,
+    loop_started INTEGER NOT NULL DEFAULT 0,   --   items started,
+    loop_done   INTEGER NOT NULL DEFAULT 0,    --   items finished
     PRIMARY KEY (run_id, step_key)
 ) WITHOUT ROWID;
 CREATE INDEX fo_steps_parked ON fo_steps (run_id, waiting_signal) WHERE waiting_signal IS NOT NULL;
@@ -86,7 +90,7 @@ CREATE TABLE fo_attempts (
     finished_at REAL NOT NULL,
     error       TEXT
 );
-CREATE UNIQUE INDEX fo_attempts_step ON fo_attempts (run_id, step_key, attempt, generation);
+CREATE INDEX fo_attempts_step ON fo_attempts (run_id, step_key, attempt);
 
 CREATE TABLE fo_events (
     event_id INTEGER PRIMARY KEY AUTOINCREMENT,
