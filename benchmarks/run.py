@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The benchmark harness (see benchmarks/README.md and /work/shared/BENCHMARKS.md).
 
-Runs workloads W1, W1-seq and W2 on each store with the in-process runtime,
+Runs workloads W1, W1-seq, W2, W3 and W4 on each store with the in-process runtime,
 and the plain-asyncio floor for the same shapes in the same invocation, then
 prints median / min / max of ``--repeat`` measurements with the ratio to the
 floor. ``--json`` writes every sample.
@@ -30,18 +30,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import floworchestrator
-from floworchestrator import Flow, Orchestrator, RunStatus, Step
+from floworchestrator import Flow, ForEach, Orchestrator, RunStatus, Step, StepContext, StepResult
 
 CHAIN_LEN = 10
 FAN_WIDTH = 100
 CHAIN_FLOW = "bench-chain"
 FAN_FLOW = "bench-fan"
+FOREACH_ITEMS = 1_000
+FOREACH_CONCURRENCY = 50
+FOREACH_FLOW = "bench-foreach"
+POLL_TIMES = 20
+POLL_FLOW = "bench-poll"
 HISTORY_BURST = 200
 
 # -- the work itself -------------------------------------------------------------
@@ -50,6 +55,13 @@ HISTORY_BURST = 200
 async def noop() -> dict[str, bool]:
     """Every step's handler: a no-op returning a small dict."""
     return {"ok": True}
+
+
+async def poll_twenty(inputs: Any, ctx: StepContext) -> StepResult | dict[str, Any]:
+    """W4's handler: not done (``pending``, no delay) on attempts 1…20, done on attempt 21."""
+    if ctx.attempt <= POLL_TIMES:
+        return StepResult.pending(delay=0)
+    return {"ok": True, "attempts": ctx.attempt}
 
 
 def chain_flow() -> Flow:
@@ -65,6 +77,17 @@ def fan_flow() -> Flow:
     return Flow(FAN_FLOW, steps)
 
 
+def foreach_flow() -> Flow:
+    """One ForEach over the trigger body's ``items``, 50 at a time, one no-op child per item."""
+    return Flow(FOREACH_FLOW, {"each": ForEach("@triggerBody()?.items", {"work": Step("noop")},
+                                               concurrency=FOREACH_CONCURRENCY)})
+
+
+def poll_flow() -> Flow:
+    """One step that reschedules itself 20 times with a 0 s delay, then succeeds."""
+    return Flow(POLL_FLOW, {"poll": Step("poll-twenty")})
+
+
 @dataclass(frozen=True)
 class Workload:
     id: str
@@ -73,6 +96,10 @@ class Workload:
     runs: int
     sequential: bool
     description: str
+    body: Any = None
+    """The trigger body of every run."""
+    reschedules_per_run: int = 0
+    """W4: how many times each run's step goes back to Pending (the reported unit)."""
 
 
 WORKLOADS = {
@@ -81,6 +108,13 @@ WORKLOADS = {
         Workload("W1", CHAIN_FLOW, CHAIN_LEN, 200, False, "10-step chain, 200 runs triggered at once, then awaited"),
         Workload("W1-seq", CHAIN_FLOW, CHAIN_LEN, 50, True, "10-step chain, 50 runs one at a time"),
         Workload("W2", FAN_FLOW, FAN_WIDTH + 2, 20, False, "1 → 100 parallel → 1 join, 20 runs triggered at once"),
+        # Steps per run: the 1,000 children and the ForEach step itself.
+        Workload("W3", FOREACH_FLOW, FOREACH_ITEMS + 1, 3, False,
+                 "ForEach over 1,000 items, concurrency 50, 3 runs triggered at once",
+                 body={"items": list(range(FOREACH_ITEMS))}),
+        Workload("W4", POLL_FLOW, 1, 100, False,
+                 "a step pending 20 times (delay 0) then done, 100 runs triggered at once",
+                 reschedules_per_run=POLL_TIMES),
     )
 }
 
@@ -89,6 +123,8 @@ METRICS: dict[str, list[tuple[str, str, bool]]] = {
     "W1": [("steps_per_s", "steps/s", True), ("runs_per_s", "runs/s", True), ("cpu_us_per_step", "CPU µs/step", False)],
     "W1-seq": [("p50_ms", "p50 ms", False), ("p90_ms", "p90 ms", False)],
     "W2": [("steps_per_s", "steps/s", True), ("cpu_us_per_step", "CPU µs/step", False)],
+    "W3": [("steps_per_s", "steps/s", True), ("cpu_us_per_step", "CPU µs/step", False)],
+    "W4": [("reschedules_per_s", "reschedules/s", True), ("cpu_us_per_reschedule", "CPU µs/resched", False)],
 }
 
 #: BENCHMARKS.md "Targets": (minimum, goal) per store and headline metric.
@@ -107,6 +143,10 @@ def _sample(wl: Workload, elapsed: float, cpu: float, latencies: list[float] | N
         "runs_per_s": wl.runs / elapsed,
         "cpu_us_per_step": cpu / steps * 1e6,
     }
+    if wl.reschedules_per_run:
+        n = wl.runs * wl.reschedules_per_run
+        out["reschedules_per_s"] = n / elapsed
+        out["cpu_us_per_reschedule"] = cpu / n * 1e6
     if latencies is not None:
         ms = sorted(x * 1000 for x in latencies)
         out["p50_ms"] = statistics.median(ms)
@@ -117,7 +157,9 @@ def _sample(wl: Workload, elapsed: float, cpu: float, latencies: list[float] | N
 
 # -- the plain-asyncio floor ------------------------------------------------------------
 # Each step runs as its own task (what any scheduler does at the least), a chain
-# awaits them one after another and a fan-out gathers them; nothing is stored.
+# awaits them one after another and a fan-out gathers them; a ForEach is a
+# semaphore-limited gather; a polling step yields to the loop once per reschedule.
+# Nothing is stored.
 
 
 async def _floor_chain() -> None:
@@ -133,8 +175,28 @@ async def _floor_fan() -> None:
     await loop.create_task(noop())
 
 
+async def _floor_foreach() -> None:
+    sem = asyncio.Semaphore(FOREACH_CONCURRENCY)
+
+    async def item() -> dict[str, bool]:
+        async with sem:
+            return await noop()
+
+    await asyncio.gather(*(item() for _ in range(FOREACH_ITEMS)))
+
+
+async def _floor_poll() -> None:
+    for _ in range(POLL_TIMES):
+        await asyncio.sleep(0)
+
+
+FLOOR_RUN: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+    CHAIN_FLOW: _floor_chain, FAN_FLOW: _floor_fan, FOREACH_FLOW: _floor_foreach, POLL_FLOW: _floor_poll,
+}
+
+
 async def measure_floor(wl: Workload, profiler: cProfile.Profile | None = None) -> dict[str, float]:
-    one = _floor_chain if wl.flow_id == CHAIN_FLOW else _floor_fan
+    one = FLOOR_RUN[wl.flow_id]
     loop = asyncio.get_running_loop()
     gc.collect()
     if wl.sequential:
@@ -153,21 +215,43 @@ async def measure_floor(wl: Workload, profiler: cProfile.Profile | None = None) 
 
 async def measure_queue_floor(wl: Workload, concurrency: int) -> dict[str, float]:
     """The floor of the in-process runtime's shape: an asyncio.Queue feeding ``concurrency`` worker
-    tasks, each finished step putting its successors on the queue; still nothing is stored."""
+    tasks, each finished step putting its successors on the queue; still nothing is stored.
+    W3: the ForEach step puts the first 50 items, each finished item the next one. W4: each
+    execution of the polling step puts it back on the queue until the 21st."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[list[Any], int] | None] = asyncio.Queue()
     put = queue.put_nowait
-    chain = wl.flow_id == CHAIN_FLOW
+    shape = wl.flow_id
 
     async def work() -> None:
         while (item := await queue.get()) is not None:
-            run, i = item  # run = [future, parallel steps still running]; i = position (fan: 0 start, 1 parallel, 2 join)
+            # run = [future, counter]; i = position (chain: index; fan: 0 start, 1 parallel, 2 join;
+            # foreach: 0 the ForEach step, 1 an item, counter = items not yet started; poll: the attempt)
+            run, i = item
             await noop()
-            if chain:
+            if shape == CHAIN_FLOW:
                 if i + 1 < CHAIN_LEN:
                     put((run, i + 1))
                 else:
                     run[0].set_result(None)
+            elif shape == POLL_FLOW:
+                if i <= POLL_TIMES:
+                    put((run, i + 1))
+                else:
+                    run[0].set_result(None)
+            elif shape == FOREACH_FLOW:
+                if i == 0:
+                    for _ in range(min(FOREACH_CONCURRENCY, run[1])):
+                        run[1] -= 1
+                        put((run, 1))
+                    run[2] = FOREACH_ITEMS
+                else:
+                    run[2] -= 1
+                    if run[1]:
+                        run[1] -= 1
+                        put((run, 1))
+                    elif not run[2]:
+                        run[0].set_result(None)
             elif i == 0:
                 for _ in range(FAN_WIDTH):
                     put((run, 1))
@@ -179,8 +263,11 @@ async def measure_queue_floor(wl: Workload, concurrency: int) -> dict[str, float
                 run[0].set_result(None)
 
     def trigger() -> asyncio.Future[None]:
-        run: list[Any] = [loop.create_future(), FAN_WIDTH]
-        put((run, 0))
+        if shape == FOREACH_FLOW:
+            run: list[Any] = [loop.create_future(), FOREACH_ITEMS, 0]  # [done, items not started, items unfinished]
+        else:
+            run = [loop.create_future(), FAN_WIDTH]
+        put((run, 1 if shape == POLL_FLOW else 0))
         return run[0]  # type: ignore[no-any-return]
 
     workers = [loop.create_task(work()) for _ in range(concurrency)]
@@ -217,16 +304,32 @@ def sqlite_available() -> bool:
 def make_orchestrator(url: str, concurrency: int) -> Orchestrator:
     orch = Orchestrator(store=url, runtime="inprocess", concurrency=concurrency)
     orch.add_handler("noop", noop)
-    orch.register(chain_flow(), fan_flow())
+    orch.add_handler("poll-twenty", poll_twenty)
+    orch.register(chain_flow(), fan_flow(), foreach_flow(), poll_flow())
     return orch
 
 
-async def _burst(orch: Orchestrator, flow_id: str, runs: int) -> None:
-    ids = await asyncio.gather(*(orch.trigger(flow_id) for _ in range(runs)))
+async def _burst(orch: Orchestrator, flow_id: str, runs: int, body: Any = None) -> list[str]:
+    ids = await asyncio.gather(*(orch.trigger(flow_id, body) for _ in range(runs)))
     finished = await asyncio.gather(*(orch.wait(r) for r in ids))
     bad = [r for r in finished if r.status is not RunStatus.SUCCEEDED]
     if bad:
         raise RuntimeError(f"{len(bad)} of {runs} runs did not succeed (first: {bad[0].run_id} {bad[0].status.value})")
+    return ids
+
+
+async def _check_shape(orch: Orchestrator, wl: Workload, run_id: str) -> None:
+    """After the timing: the run did the work it was meant to (W3: 1,000 children; W4: 21 attempts)."""
+    if wl.flow_id == FOREACH_FLOW:
+        steps = await orch.get_steps(run_id)
+        done = sum(1 for st in steps if st.status.value == "Succeeded")
+        if len(steps) != wl.steps_per_run or done != wl.steps_per_run:
+            raise RuntimeError(f"W3 run {run_id}: {done} of {len(steps)} steps succeeded, expected {wl.steps_per_run}")
+    elif wl.flow_id == POLL_FLOW:
+        (st,) = await orch.get_steps(run_id)
+        attempts = (st.output or {}).get("attempts")
+        if attempts != wl.reschedules_per_run + 1:
+            raise RuntimeError(f"W4 run {run_id}: the step succeeded on attempt {attempts}, expected {wl.reschedules_per_run + 1}")
 
 
 class Stores:
@@ -299,11 +402,13 @@ async def measure_engine(
                 else:
                     latencies = None
                     c0, t0 = time.process_time(), time.perf_counter()
-                    await _burst(orch, wl.flow_id, wl.runs)
+                    ids = await _burst(orch, wl.flow_id, wl.runs, wl.body)
                     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
             finally:
                 if profiler is not None:
                     profiler.disable()
+            if not wl.sequential:
+                await _check_shape(orch, wl, ids[0])
         finally:
             await orch.stop()
     finally:
@@ -350,7 +455,9 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for wid in args.workloads:
             wl = WORKLOADS[wid]
-            print(f"{wl.id}: {wl.description} ({wl.runs * wl.steps_per_run} steps)", flush=True)
+            size = (f"{wl.runs * wl.reschedules_per_run} reschedules" if wl.reschedules_per_run
+                    else f"{wl.runs * wl.steps_per_run} steps")
+            print(f"{wl.id}: {wl.description} ({size})", flush=True)
             series: dict[str, dict[str, Any]] = {name: {"samples": [], "error": None} for name in systems}
             for name, measure in systems.items():  # one untimed warm-up per series
                 try:
@@ -418,7 +525,7 @@ def table(results: dict[str, Any], skipped: dict[str, str]) -> str:
                 if floor is not None and name != "asyncio":
                     ratio = f"{m['median'] / floor[key]['median']:.3f}x"
                 target = verdict = ""
-                if key == METRICS[wid][0][0] and name in TARGETS:
+                if key == METRICS[wid][0][0] and wid in TARGETS.get(name, {}):
                     lo, goal = TARGETS[name][wid]
                     target = f"{_fmt(lo)} → {_fmt(goal)}"
                     verdict = _verdict(m["median"], (lo, goal), higher)

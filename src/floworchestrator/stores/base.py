@@ -52,19 +52,6 @@ class RunRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class ScheduleRecord:
-    """The state of one cron trigger of a flow."""
-
-    flow_id: str
-    trigger: str
-    expression: str
-    """The cron expression in force: the override if one is set, else the flow's own."""
-    timezone: str | None
-    paused: bool
-    overridden: bool
-
-
-@dataclass(frozen=True, slots=True)
 class SignalRecord:
     """A signal sent to a run."""
 
