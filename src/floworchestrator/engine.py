@@ -324,12 +324,15 @@ class Engine:
             return _Outcome(StepStatus.FAILED, error=f"no handler is registered for type {step_type!r} in this process")
         ctx = StepContext(run_id, flow_id, step_key, grant.attempt, grant.trigger_key, grant.first_started_at)
         timeout = compiled.timeouts.get(spec)
-        deadline = asyncio.timeout(timeout)
+        deadline = asyncio.timeout(timeout) if timeout is not None else None
         try:
-            async with deadline:
+            if deadline is None:
                 value = await call_handler(handler, inputs, ctx)
+            else:
+                async with deadline:
+                    value = await call_handler(handler, inputs, ctx)
         except TimeoutError as exc:
-            if deadline.expired():
+            if deadline is not None and deadline.expired():
                 # A sync handler's thread cannot be stopped: it runs on, but its result is no longer awaited.
                 return self._failure(compiled, spec, grant, exc, StepStatus.TIMED_OUT,
                                      f"the step timed out after {timeout:g}s", inputs_json)
