@@ -319,6 +319,7 @@ def _propagate(
     has no open step left)."""
     ready: list[tuple[str, int]] = []
     closed = 0
+    settled: set[tuple[str, int]] = set()
     frontier: Sequence[str] = finished
     while frontier:
         closed += len(frontier)
@@ -338,7 +339,7 @@ def _propagate(
                 for k in after:
                     tx.event(run_id, k, "StepSkipped", None, now)
         if graph.loops:
-            after.extend(_settle_items(tx, run_id, graph, frontier, ready, now))
+            after.extend(_settle_items(tx, run_id, graph, frontier, ready, settled, now))
         frontier = after
     remaining = tx.close(run_id, closed)
     if remaining > 0 or ready:
@@ -348,17 +349,24 @@ def _propagate(
 
 
 def _settle_items(
-    tx: Txn, run_id: str, graph: planner.Graph, finished: Sequence[str], ready: list[tuple[str, int]], now: datetime
+    tx: Txn, run_id: str, graph: planner.Graph, finished: Sequence[str], ready: list[tuple[str, int]],
+    settled: set[tuple[str, int]], now: datetime,
 ) -> list[str]:
     """For ForEach children that just became final: count their items done when all siblings are
-    final, start the next items, and end the ForEach steps whose items are all done (returned)."""
+    final, start the next items, and end the ForEach steps whose items are all done (returned).
+
+    ``settled`` holds the items already counted in this propagation: an item's last children may be
+    skipped in a later pass of the same propagation, and the item must not be counted again then."""
     items = sorted({(p, int(i)) for k in finished if k.count(".") >= 2 for p, i, _ in [k.split(".", 2)]})
     ended = []
     for parent, index in items:
+        if (parent, index) in settled:
+            continue
         lg = graph.loops[parent]
         statuses = tx.load_statuses(run_id, [f"{parent}.{index}.{c}" for c in lg.order])
         if any(st not in FINAL_STEP_STATUSES for st in statuses.values()):
             continue
+        settled.add((parent, index))
         start, total = tx.loop_item_done(run_id, parent)
         if start is not None:
             ready.extend((f"{parent}.{start}.{c}", 1) for c in lg.entries)

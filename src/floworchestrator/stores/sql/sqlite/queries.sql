@@ -215,7 +215,7 @@ SELECT flow_id, trigger, paused, expression FROM fo_schedules;
 
 -- name: upsert_schedule
 INSERT INTO fo_schedules (flow_id, trigger, paused, expression, updated_at) VALUES (:flow_id, :trigger, coalesce(:paused, 0),
-    :expression, :now)
+    CASE WHEN :clear THEN NULL ELSE :expression END, :now)
 ON CONFLICT (flow_id, trigger) DO UPDATE SET
     paused = coalesce(:paused, paused),
     expression = CASE WHEN :clear THEN NULL ELSE coalesce(:expression, expression) END,
