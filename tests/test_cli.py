@@ -11,9 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +34,7 @@ APP = '''
 import asyncio
 import os
 
-from floworchestrator import Cron, Flow, Manual, Orchestrator, Step
+from floworchestrator import Cron, Flow, Manual, Orchestrator, Step, WaitForSignal
 
 orch = Orchestrator(store=os.environ["FLOWORCHESTRATOR_STORE"], runtime="inprocess", shutdown_timeout=0.5)
 
@@ -52,9 +58,14 @@ orch.register(
         "b": Step("Boom", run_after={"a": ["Succeeded"]}),
         "c": Step("Echo", run_after={"b": ["Succeeded"]}),
     }),
-    Flow(id="nightly", triggers={"manual": Manual(), "at_two": Cron("0 2 * * *")}, steps={"x": Step("Echo")}),
+    Flow(id="nightly", triggers={"manual": Manual(), "at_two": Cron("0 2 * * *"), "paris": Cron("30 6 * * 1-5", timezone="Europe/Paris")},
+         steps={"x": Step("Echo")}),
     Flow(id="slow", steps={"z": Step("Sleep", inputs={"seconds": "@triggerBody()?.seconds"})}),
     Flow(id="off", enabled=False, steps={"x": Step("Echo")}),
+    Flow(id="approve", steps={
+        "wait": WaitForSignal("go", timeout=60),
+        "after": Step("Echo", run_after={"wait": ["Succeeded"]}, inputs={"got": "@steps('wait').output"}),
+    }),
 )
 
 not_an_orchestrator = 42
@@ -204,7 +215,7 @@ def test_trigger_timeout(cli: Cli) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "fragments"),
     [
-        (["trigger", "nope"], 1, ["unknown flow 'nope'", "hello, nightly, off, pair, slow"]),
+        (["trigger", "nope"], 1, ["unknown flow 'nope'", "approve, hello, nightly, off, pair, slow"]),
         (["trigger", "off"], 1, ["flow 'off' is disabled; no run was started"]),
         (["trigger", "hello", "--body", "{nope"], 2, ["--body is not valid JSON"]),
         (["trigger", "hello", "--body", "@missing.json"], 2, ["cannot read the body file 'missing.json'"]),
@@ -261,9 +272,9 @@ def test_flows_lists_enabled_triggers_and_steps(cli: Cli) -> None:
     r = cli("flows")
     assert r.exit_code == 0, r.output
     rows = {ln.split()[0]: ln for ln in r.stdout.splitlines()[1:]}
-    assert rows.keys() == {"hello", "nightly", "off", "pair", "slow"}
+    assert rows.keys() == {"approve", "hello", "nightly", "off", "pair", "slow"}
     assert rows["hello"].split() == ["hello", "yes", "manual", "1", "Says", "hello."]
-    assert "manual, at_two (cron 0 2 * * *)" in rows["nightly"]
+    assert "manual, at_two (cron 0 2 * * *), paris (cron 30 6 * * 1-5 Europe/Paris)" in rows["nightly"]
     assert rows["pair"].split()[:4] == ["pair", "yes", "manual", "3"]
     assert rows["off"].split()[1] == "no"
 
@@ -337,12 +348,272 @@ def test_store_option_replaces_the_apps_own_store(cli: Cli) -> None:
     assert r.exit_code == 0 and "the store is in memory" in r.stdout
 
 
+# --- signal, retry, cancel, rerun (client mode) -------------------------------------------------
+
+
+def status_of(cli: Cli, run_id: str) -> str:
+    shown = cli("run", run_id)
+    assert shown.exit_code == 0, shown.output
+    return shown.stdout.split("Status    ")[1].split()[0]
+
+
+def drain(cli: Cli, run_id: str) -> str:
+    """Start orchestrators (each recovers queued steps at start) until the run is final; its status."""
+    for _ in range(10):
+        status = status_of(cli, run_id)
+        if status != "Running":
+            return status
+        cli("trigger", "slow", "--body", '{"seconds": 0.1}')
+    return status_of(cli, run_id)
+
+
+def test_signal_resumes_the_step_waiting_for_it(cli: Cli) -> None:
+    waiting = cli("trigger", "approve", "--timeout", "0.5")  # gives up waiting; the run stays, its step waiting
+    one_line_error(waiting, 1, "did not finish within 0.5s")
+    run_id = waiting.stderr.split("run ")[1].split()[0]
+    assert "wait   Pending  1         -     waiting for signal 'go'" in cli("run", run_id).stdout
+    r = cli("signal", run_id, "wait", "--payload", '{"ok": true}')  # by step key
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith(f"Sent signal 'go' to run {run_id} (flow 'approve').\nStep 'wait' was waiting for it and is queued: ")
+    assert "an orchestrator running on this store picks it up at its next recovery pass (within about 70s)" in " ".join(r.stdout.split())
+    assert status_of(cli, run_id) == "Running"  # nothing ran here
+    assert drain(cli, run_id) == "Succeeded"
+    shown = cli("run", run_id).stdout
+    assert 'wait   Succeeded  2' in shown and '{"ok": true}' in shown and '{"got": {"ok": true}}' in shown
+
+
+def test_a_signal_sent_before_its_step_waits_is_kept(cli: Cli) -> None:
+    run_id = cli("trigger", "approve", "--no-wait").stdout.strip()
+    r = cli("signal", run_id, "go", "--payload", "-", input='"early"')  # by signal name, payload from stdin
+    assert r.exit_code == 0, r.output
+    assert "No step waits for it yet: it is kept, and step 'wait' takes it when it gets there." in r.stdout
+    assert drain(cli, run_id) == "Succeeded"
+    assert '{"got": "early"}' in cli("run", run_id).stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragments"),
+    [
+        (["signal", "no-such-run", "go"], 1, ["unknown run 'no-such-run'"]),
+        (["signal", "FINISHED", "go"], 1, ["has already finished (Succeeded); signals go to Running runs only"]),
+        (["signal", "WAITING", "stop", "--payload", "{nope"], 2, ["--payload is not valid JSON"]),
+        (["signal", "WAITING", "stop"], 1, ["no step of flow 'approve' waits for a signal 'stop'", "'go' (step 'wait')"]),
+        (["signal", "WAITING", "go", "--payload", "@nope.json"], 2, ["cannot read the payload file 'nope.json'"]),
+        (["retry", "FINISHED", "say"], 1, ["step 'say' is Succeeded; only a Failed, TimedOut or Cancelled step can be retried"]),
+        (["retry", "FINISHED", "zz"], 1, ["has no step 'zz'"]),
+        (["retry", "no-such-run", "a"], 1, ["unknown run 'no-such-run'"]),
+        (["cancel", "FINISHED"], 1, ["is already Succeeded; only a Running run can be cancelled"]),
+        (["cancel", "no-such-run"], 1, ["unknown run 'no-such-run'"]),
+        (["rerun", "no-such-run"], 1, ["unknown run 'no-such-run'"]),
+    ],
+)
+def test_control_errors_are_one_line(cli: Cli, args: list[str], code: int, fragments: list[str]) -> None:
+    waiting = cli("trigger", "approve", "--no-wait").stdout.strip()
+    finished = run_id_of(cli("trigger", "hello"))
+    args = [{"WAITING": waiting, "FINISHED": finished}.get(a, a) for a in args]
+    one_line_error(cli(*args), code, *fragments)
+
+
+def test_control_commands_need_the_database(cli: Cli) -> None:
+    for args in (["signal", "x", "go"], ["retry", "x", "a"], ["cancel", "x"], ["rerun", "x"]):
+        one_line_error(cli(*args), 1, "there is no database at", "cli.db")
+    assert not (cli.dir / "cli.db").exists()
+    cli.store = "memory://"
+    one_line_error(cli("cancel", "x"), 1, "unknown run 'x' (the store is in memory: runs of other processes are not visible here")
+
+
+def test_retry_queues_the_step_again_for_a_running_orchestrator(cli: Cli) -> None:
+    run_id = run_id_of(cli("trigger", "pair"))
+    r = cli("retry", run_id, "b")
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.stdout.split())
+    assert out.startswith(f"Step 'b' of run {run_id} (flow 'pair') is queued to run again; earlier steps keep their outputs.")
+    assert "The steps after it are Pending again: 'c'." in out
+    assert "The run is Running again: an orchestrator running on this store picks the step up at its next recovery pass" in out
+    shown = cli("run", run_id).stdout
+    assert "Status    Running" in shown and "b     Pending    1" in shown and "c     Pending    0" in shown
+    assert drain(cli, run_id) == "Failed"  # it ran again (and failed again)
+    assert "b     Failed     2" in cli("run", run_id).stdout
+
+
+def test_cancel_stops_a_run(cli: Cli) -> None:
+    run_id = cli("trigger", "slow", "--no-wait", "--body", '{"seconds": 5}').stdout.strip()
+    r = cli("cancel", run_id)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines() == [f"Cancelled run {run_id} (flow 'slow'): no step of it starts from now on.", "Cancelled steps: 'z'."]
+    shown = cli("run", run_id).stdout
+    assert "Status    Cancelled" in shown and "z     Cancelled  0" in shown
+    cli("trigger", "hello")  # an orchestrator starts: nothing of the cancelled run runs
+    assert "z     Cancelled  0" in cli("run", run_id).stdout
+
+
+def test_rerun_queues_a_new_run_with_the_same_trigger_data(cli: Cli) -> None:
+    first = run_id_of(cli("trigger", "hello", "--body", '{"name": "Ada"}'))
+    r = cli("rerun", first)
+    assert r.exit_code == 0, r.output
+    new = r.stdout.strip()
+    assert len(new) == 36 and new != first
+    assert f"started run {new} of 'hello' with the trigger data of run {first}; it is queued" in " ".join(r.stderr.split())
+    assert status_of(cli, new) == "Running"
+    assert drain(cli, new) == "Succeeded"
+    assert '{"name": "Ada"}' in cli("run", new).stdout
+
+
+# --- schedules ----------------------------------------------------------------------------------
+
+
+def schedule_rows(cli: Cli) -> dict[str, list[str]]:
+    r = cli("schedules")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    headers = ["FLOW", "TRIGGER", "EXPRESSION", "TIMEZONE", "PAUSED", "OVERRIDDEN", "NEXT FIRES (IN TIMEZONE)"]
+    assert re.split(r"\s{2,}", lines[0]) == headers
+    return {f"{cells[0]} {cells[1]}": cells for ln in lines[1:] if len(cells := re.split(r"\s{2,}", ln)) == 7}
+
+
+def test_schedules_lists_cron_triggers_with_their_next_fires(cli: Cli) -> None:
+    rows = schedule_rows(cli)
+    assert not (cli.dir / "cli.db").exists()  # a read: no empty database is created
+    assert rows.keys() == {"nightly at_two", "nightly paris"}
+    assert rows["nightly at_two"][2:6] == ["0 2 * * *", "UTC", "no", "no"]
+    assert rows["nightly paris"][2:6] == ["30 6 * * 1-5", "Europe/Paris", "no", "no"]
+    fires = rows["nightly paris"][6].split(", ")
+    assert len(fires) == 3 and all(f.endswith(" 06:30") for f in fires)  # in the trigger's own timezone
+    assert all(f.endswith(" 02:00") for f in rows["nightly at_two"][6].split(", "))
+
+
+def test_pause_resume_and_set_cron_are_saved_in_the_store(cli: Cli) -> None:
+    r = cli("schedule", "pause", "nightly", "at_two")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("Paused nightly at_two (0 2 * * *, UTC): it starts no run until it is resumed")
+    assert f"floworchestrator schedule resume nightly at_two --app {cli.app} --store {cli.store}" in r.stdout
+    assert schedule_rows(cli)["nightly at_two"][4] == "yes"
+
+    r = cli("schedule", "set-cron", "nightly", "at_two", "*/5 * * * *")
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.stdout.split())
+    assert "nightly at_two now fires on '*/5 * * * *' (UTC) instead of the flow's own '0 2 * * *'" in out
+    assert "It is paused: it fires once resumed" in out
+    row = schedule_rows(cli)["nightly at_two"]
+    assert row[2:6] == ["*/5 * * * *", "UTC", "yes", "yes"]
+    assert all(int(f[-2:]) % 5 == 0 for f in row[6].split(", "))
+    listing = cli("schedules").stdout
+    assert "nightly at_two: overridden; the flow's own expression is '0 2 * * *'" in listing
+
+    r = cli("schedule", "resume", "nightly", "at_two")
+    assert r.exit_code == 0 and "Resumed nightly at_two (*/5 * * * *, UTC)" in r.stdout and "Next fires (UTC): " in r.stdout
+    r = cli("schedule", "set-cron", "nightly", "at_two", "--reset")
+    assert r.exit_code == 0 and "nightly at_two is back on the flow's own expression '0 2 * * *' (UTC)." in r.stdout
+    assert schedule_rows(cli)["nightly at_two"][2:6] == ["0 2 * * *", "UTC", "no", "no"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragments"),
+    [
+        (["schedule", "pause", "nope", "at_two"], 1, ["unknown flow 'nope' (flows with a cron trigger in", ": nightly)"]),
+        (["schedule", "resume", "nightly", "manual"], 1, ["has no cron trigger 'manual'", "(its cron triggers: at_two, paris)"]),
+        (["schedule", "pause", "hello", "x"], 1, ["flow 'hello' has no trigger 'x' (its cron triggers: none)"]),
+        (["schedule", "set-cron", "nightly", "at_two", "every day"], 1, ["invalid cron expression 'every day'"]),
+        (["schedule", "set-cron", "nightly", "at_two"], 2, ["give a cron EXPRESSION, or --reset"]),
+        (["schedule", "set-cron", "nightly", "at_two", "* * * * *", "--reset"], 2, ["not both"]),
+    ],
+)
+def test_schedule_errors_are_one_line(cli: Cli, args: list[str], code: int, fragments: list[str]) -> None:
+    one_line_error(cli(*args), code, *fragments)
+
+
+# --- serve --------------------------------------------------------------------------------------
+
+SERVE_APP = """
+import os
+
+from floworchestrator import Flow, Orchestrator, Step, Webhook
+
+orch = Orchestrator(store=os.environ["FLOWORCHESTRATOR_STORE"], runtime="inprocess", shutdown_timeout=2)
+
+@orch.handler("Echo")
+async def echo(inputs):
+    return {"got": inputs, "pid": os.getpid()}
+
+orch.register(Flow(id="hooked", triggers={"incoming": Webhook("incoming")}, steps={"echo": Step("Echo", inputs="@triggerBody()")}))
+"""
+
+
+@pytest.mark.parametrize("stop_with", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_runs_webhook_triggers_and_stops_cleanly(cli: Cli, stop_with: signal.Signals) -> None:
+    module = cli.write(SERVE_APP)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWORCHESTRATOR_")}
+    exe = Path(sys.executable).parent / "floworchestrator"
+    with (cli.dir / "serve.err").open("w+") as err:
+        proc = subprocess.Popen(
+            [str(exe), "serve", "--app", f"{module}:orch", "--store", cli.store, "--port", "0"],
+            cwd=cli.dir, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+        )
+        watchdog = threading.Timer(20, proc.kill)
+        watchdog.start()
+        try:
+            assert proc.stdout is not None
+            banner = []
+            while not banner or not banner[-1].startswith("Listening on "):
+                line = proc.stdout.readline()
+                assert line, (banner, (cli.dir / "serve.err").read_text())
+                banner.append(line)
+            url = banner[-1].split()[-1]
+            assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
+            hook = proc.stdout.readline().split()
+            assert hook == ["POST", f"{url}/webhook/incoming", "->", "flow", "'hooked'", "(trigger", "'incoming')"]
+
+            request = urllib.request.Request(f"{url}/webhook/incoming", data=b'{"n": 1}', method="POST")
+            direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP proxy from the environment
+            with direct.open(request, timeout=5) as response:
+                assert response.status == 202
+                run_id = json.loads(response.read())["run_id"]
+            deadline = time.monotonic() + 5
+            while status_of(cli, run_id) == "Running" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            shown = cli("run", run_id).stdout
+            assert "Status    Succeeded" in shown and f'{{"got": {{"n": 1}}, "pid": {proc.pid}}}' in shown  # ran in the server
+
+            proc.send_signal(stop_with)
+            out, _ = proc.communicate(timeout=15)
+        finally:
+            watchdog.cancel()
+            proc.kill()
+        err.seek(0)
+        log = err.read()
+    assert proc.returncode == 0, log
+    assert out.rstrip().endswith("Stopped.")
+    assert "Traceback" not in log and "ERROR" not in log, log
+    assert '"POST /webhook/incoming HTTP/1.1" 202' in log
+    assert "Stopping: no new requests" in log and "orchestrator stopped" in log
+
+
+def test_serve_without_the_web_extra_says_what_to_install(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn now fails
+    one_line_error(cli("serve"), 1, "serve needs Starlette and uvicorn, and 'uvicorn' is not installed",
+                   "pip install 'floworchestrator[web]'")
+    monkeypatch.delitem(sys.modules, "uvicorn")
+    for name in [m for m in sys.modules if m.startswith("floworchestrator.web")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "starlette", None)
+    one_line_error(cli("serve"), 1, "'starlette' is not installed: pip install 'floworchestrator[web]'")
+
+
+def test_serve_on_a_taken_port_is_a_one_line_error(cli: Cli) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        one_line_error(cli("serve", "--port", str(port)), 1, f"cannot listen on 127.0.0.1:{port}: ")
+    assert not (cli.dir / "cli.db").exists()  # nothing was started
+
+
 # --- demo and the installed script -------------------------------------------------------
 
 
 def test_demo_in_memory(cli: Cli) -> None:
+    started = time.monotonic()
     r = cli("demo", "--store", "memory://", app=False)
     assert r.exit_code == 0, r.output
+    assert time.monotonic() - started < 5
     out = r.stdout
     assert "orders  Succeeded" in out and "orders  Failed" in out
     assert "diamond  Succeeded" in out and "heartbeat  Succeeded" in out
@@ -350,6 +621,26 @@ def test_demo_in_memory(cli: Cli) -> None:
     assert "ship    Skipped" in out and "alert   Succeeded" in out
     assert '"total": 77.4' in out
     assert "kept in memory" in out
+
+
+def test_demo_shows_the_features_flow_end_to_end(cli: Cli) -> None:
+    out = cli("demo", "--store", "memory://", app=False).stdout
+    features = out[out.index("features  Succeeded"):]
+    lines = {ln.split()[0]: " ".join(ln.split()[1:]) for ln in features.splitlines()[1:] if ln.startswith("  ") and "#" not in ln}
+    # the when branch: review ran, fast was skipped with the trace of its condition, the join ran after both
+    assert lines["review"] == 'Succeeded {"lane": "manual review"}'
+    assert lines["fast"] == "Skipped skipped: when @steps('check').output.amount <= 100 -> 120 <= 100 -> false"
+    assert lines["join"] == 'Succeeded {"review": "Succeeded", "fast": "Skipped"}'
+    # the ForEach: one child per item, each reading its loop_item, listed right after the loop
+    assert lines["pack"] == "Succeeded 3 items: 3 Succeeded (per item below)"
+    assert lines["pack.0.pack"] == 'Succeeded {"sku": "kettle", "box": "small", "parcel": 1}'
+    assert lines["pack.1.pack"] == 'Succeeded {"sku": "mug", "box": "large", "parcel": 2}'
+    assert lines["pack.2.pack"] == 'Succeeded {"sku": "teapot", "box": "small", "parcel": 3}'
+    assert [k for k in lines if k.startswith("pack")] == ["pack", "pack.0.pack", "pack.1.pack", "pack.2.pack"]
+    # polling succeeded on its third check; the approval took the demo's signal
+    assert lines["track"] == 'Succeeded {"state": "done", "checks": 3, "parcels": 3}'
+    assert lines["approval"] == 'Succeeded {"by": "demo", "comment": "looks good"}'
+    assert lines["release"] == 'Succeeded {"released": true, "approved_by": "demo"}'
 
 
 def test_demo_on_sqlite_prints_commands_that_work(tmp_path: Path) -> None:
@@ -366,23 +657,28 @@ def test_demo_on_sqlite_prints_commands_that_work(tmp_path: Path) -> None:
     assert demo.stderr == ""
     assert (tmp_path / "demo.db").exists()
     suggested = [ln.strip() for ln in demo.stdout.splitlines() if ln.strip().startswith("floworchestrator ")]
-    assert len(suggested) == 3
+    assert len(suggested) == 4
     for line in suggested:
         argv = shlex.split(line)
         res = run(str(exe), *argv[1:])
         assert res.returncode == 0, (line, res.stderr)
         assert res.stdout
     runs = run(str(exe), *shlex.split(suggested[0])[1:]).stdout
-    assert runs.count("orders") == 2 and "diamond" in runs and "heartbeat" in runs
+    assert runs.count("orders") == 2 and "diamond" in runs and "heartbeat" in runs and "features" in runs
     detail = run(sys.executable, "-m", "floworchestrator", *shlex.split(suggested[1])[1:])
-    assert detail.returncode == 0 and "store  " in detail.stdout and "INV-A-17" in detail.stdout
+    assert detail.returncode == 0 and "Flow      features" in detail.stdout
+    assert "track        Succeeded  3" in detail.stdout  # polled three times
+    assert "skipped: when @steps('check').output.amount <= 100" in detail.stdout
+    schedules = run(str(exe), *shlex.split(suggested[3])[1:]).stdout
+    assert schedules.splitlines()[1].split()[:6] == ["heartbeat", "every_minute", "*", "*", "*", "*"]
 
 
 def test_help_and_version() -> None:
     r = CliRunner().invoke(main, ["--help"])
     assert r.exit_code == 0
-    for command in ("demo", "trigger", "runs", "run", "flows"):
-        assert f"  {command} " in r.stdout
+    for command in ("demo", "trigger", "runs", "run", "flows", "signal", "retry", "cancel", "rerun", "schedules", "schedule",
+                    "serve"):
+        assert f"  {command} " in r.stdout, command
     v = CliRunner().invoke(main, ["--version"])
     assert v.stdout.startswith("floworchestrator, version ")
 
@@ -393,6 +689,6 @@ def test_demo_module_builds_from_the_environment(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delitem(sample.__dict__, "orchestrator", raising=False)
     monkeypatch.setenv("FLOWORCHESTRATOR_STORE", "memory://")
     orch = sample.orchestrator
-    assert sorted(orch.flows) == ["diamond", "heartbeat", "orders"]
+    assert sorted(orch.flows) == ["diamond", "features", "heartbeat", "orders"]
     assert sample.orchestrator is orch
     assert json.loads(json.dumps(orch.flows["orders"].to_manifest()))["steps"]["price"]["run_after"] == {"fetch": ["Succeeded"]}

@@ -2,9 +2,14 @@
 
 Commands load the user's orchestrator the way uvicorn loads an app:
 ``--app module:attribute`` (or ``FLOWORCHESTRATOR_APP``), with the current
-directory on ``sys.path``. Read commands (``runs``, ``run``, ``flows``) only
-open the store; they never start the runtime, recovery or cron, because
-starting an orchestrator runs steps.
+directory on ``sys.path``. Read commands (``runs``, ``run``, ``flows``,
+``schedules``) only open the store; they never start the runtime, recovery or
+cron, because starting an orchestrator runs steps. Control commands
+(``signal``, ``retry``, ``cancel``, ``rerun``, ``schedule ...``) start the
+orchestrator as a *client* (``start(workers=False)``): they write to the store
+and run no step; an orchestrator running on the same store (``serve``, or any
+process with workers) executes what they queue. ``serve`` runs the
+orchestrator with its workers and cron behind an HTTP server for webhooks.
 
 Every error the user can cause is one ``Error: ...`` line on stderr with
 exit status 1 (2 for a bad option), never a traceback.
@@ -19,13 +24,18 @@ import logging
 import os
 import shlex
 import shutil
+import signal
+import socket
 import sys
 import textwrap
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -33,7 +43,7 @@ from . import __version__
 from ._status import RunStatus, StepStatus
 from .exceptions import FlowOrchestratorError, UnknownRunError
 from .flow import Cron, Flow, Manual, Webhook
-from .orchestrator import Orchestrator
+from .orchestrator import Orchestrator, Schedule
 from .stores.base import AttemptRecord, FlowRecord, RunRecord, StepRecord, Store
 from .stores.memory import MemoryStore
 from .stores.sqlite import SQLiteStore
@@ -150,21 +160,77 @@ def _width() -> int:
     return max(60, shutil.get_terminal_size((100, 24)).columns)
 
 
-def _step_result(step: StepRecord) -> str:
+def _why_skipped(trace: Any) -> str | None:
+    """The conditions that skipped a step, from its trace: ``when <expression>  ->  <values>  ->  false``."""
+    conditions = trace.get("conditions") if isinstance(trace, dict) else None
+    if not isinstance(conditions, list):
+        return None
+    parts = []
+    for c in conditions:
+        if not isinstance(c, dict) or c.get("result") is True:
+            continue
+        text = f"when {c.get('expression')}  ->  {c.get('evaluated')}  ->  "
+        text += f"error: {c['error']}" if c.get("error") else _json(c.get("result"))
+        parts.append(text)
+    return "; ".join(parts) or None
+
+
+def _step_result(step: StepRecord, items: Sequence[StepRecord] = ()) -> str:
+    """What the step ended with: why it was skipped, its error, or its output (``items``: a ForEach's children)."""
+    if step.status is StepStatus.SKIPPED and (why := _why_skipped(step.trace)) is not None:
+        return f"skipped: {why}"
     if step.error is not None:
         return f"error: {step.error}"
+    if step.waiting_signal is not None and not step.status.is_final:
+        return f"waiting for signal {step.waiting_signal!r}"
+    if items and isinstance(step.output, list):
+        counts: dict[str, int] = {}
+        for r in step.output:
+            status = str(r.get("status")) if isinstance(r, dict) else "?"
+            counts[status] = counts.get(status, 0) + 1
+        done = ", ".join(f"{n} {st}" for st, n in counts.items())
+        return f"{len(step.output)} item{'s' if len(step.output) != 1 else ''}: {done} (per item below)"
     if step.output is not None:
         return _json(step.output)
     return ""
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, status_col: int | None = None) -> None:
-    """Print rows as aligned columns; the last column is clipped to the terminal width."""
+def _children_of(steps: Sequence[StepRecord]) -> tuple[list[StepRecord], dict[str, list[StepRecord]]]:
+    """The steps with each ForEach's children (runtime keys ``loop.i.child``) moved right after their loop."""
+    keys = {s.step_key for s in steps}
+    top: list[StepRecord] = []
+    children: dict[str, list[StepRecord]] = {}
+    for s in steps:
+        parent, _, rest = s.step_key.partition(".")
+        index = rest.partition(".")[0]
+        if rest and index.isdigit() and parent in keys:
+            children.setdefault(parent, []).append(s)
+        else:
+            top.append(s)
+    for kids in children.values():
+        kids.sort(key=lambda c: int(c.step_key.split(".", 2)[1]))  # stable: children keep their order within an item
+    return top, children
+
+
+def _in_order(steps: Sequence[StepRecord]) -> list[tuple[StepRecord, list[StepRecord]]]:
+    """(step, its ForEach children) for each step, children listed right after their loop."""
+    top, children = _children_of(steps)
+    out: list[tuple[StepRecord, list[StepRecord]]] = []
+    for s in top:
+        kids = children.get(s.step_key, [])
+        out.append((s, kids))
+        out.extend((k, []) for k in kids)
+    return out
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, status_col: int | None = None, clip: bool = True) -> None:
+    """Print rows as aligned columns; the last column is clipped to the terminal width (unless ``clip`` is false)."""
     if not rows:
         return
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     room = _width() - sum(widths[:-1]) - 2 * (len(headers) - 1)
-    widths[-1] = min(widths[-1], max(len(headers[-1]), room, 20))
+    if clip:
+        widths[-1] = min(widths[-1], max(len(headers[-1]), room, 20))
 
     def line(cells: Sequence[str], header: bool = False) -> str:
         out = []
@@ -201,8 +267,8 @@ def print_run_summary(run: RunRecord, steps: Sequence[StepRecord], note: str | N
     key_w = max(len(s.step_key) for s in steps)
     status_w = max(len(str(s.status)) for s in steps)
     room = _width() - key_w - status_w - 6
-    for s in steps:
-        result = _clip(_step_result(s), max(20, room))
+    for s, items in _in_order(steps):
+        result = _clip(_step_result(s, items), max(20, room))
         pad = " " * (status_w - len(str(s.status)))
         click.echo(f"  {s.step_key.ljust(key_w)}  {_status(s.status)}{pad}  {result}".rstrip())
 
@@ -264,11 +330,15 @@ def _missing_database(store: Store) -> str | None:
     return None
 
 
-async def _reading(orch: Orchestrator, read: Callable[[Store], Awaitable[T]]) -> T:
-    """Open the store, read, close — without starting the runtime, recovery or cron."""
-    missing = _missing_database(orch.store)
+def _require_database(store: Store) -> None:
+    missing = _missing_database(store)
     if missing is not None:
         raise click.ClickException(f"there is no database at {missing!r}: nothing has run on this store yet (check --store)")
+
+
+async def _reading(orch: Orchestrator, read: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the store, read, close — without starting the runtime, recovery or cron."""
+    _require_database(orch.store)
     await orch.store.open()
     try:
         return await read(orch.store)
@@ -295,18 +365,19 @@ def _load(app_spec: str | None, store_url: str | None) -> Orchestrator:
     return load_app(app_spec, store_url)
 
 
-def _parse_body(text: str | None) -> Any:
+def _parse_body(text: str | None, option: str = "--body", what: str = "body") -> Any:
+    """JSON given as text, ``@file.json`` or ``-`` (stdin); a bad value is a one-line usage error."""
     if text is None:
         return None
-    source = "--body"
+    source = option
     if text == "-":
-        text, source = sys.stdin.read(), "the body read from stdin"
+        text, source = sys.stdin.read(), f"the {what} read from stdin"
     elif text.startswith("@"):
         path = Path(text[1:])
         try:
             text, source = path.read_text(encoding="utf-8"), str(path)
         except OSError as exc:
-            raise BadUsage(f"cannot read the body file {str(path)!r}: {exc.strerror}") from None
+            raise BadUsage(f"cannot read the {what} file {str(path)!r}: {exc.strerror}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -353,6 +424,8 @@ async def _demo(orch: Orchestrator, runs: Sequence[DemoRun], url: str, keep: boo
         ids = [await orch.trigger(r.flow_id, r.body, trigger=r.trigger) for r in runs]
         for r, run_id in zip(runs, ids, strict=True):
             try:
+                if r.drive is not None:  # e.g. send the signal the run waits for
+                    await asyncio.wait_for(r.drive(orch, run_id), 30)
                 run = await orch.wait(run_id, timeout=30)
             except TimeoutError:
                 raise click.ClickException(f"the demo's run {run_id} of {r.flow_id!r} did not finish within 30s") from None
@@ -363,7 +436,8 @@ async def _demo(orch: Orchestrator, runs: Sequence[DemoRun], url: str, keep: boo
         else:
             app = _app_args("floworchestrator.demo:orchestrator", url)
             click.echo(f"The runs are stored in {click.style(url, bold=True)}. Look at them with:")
-            _hint(f"floworchestrator runs {app}", f"floworchestrator run {ids[0]} {app}", f"floworchestrator flows {app}")
+            _hint(f"floworchestrator runs {app}", f"floworchestrator run {ids[-1]} {app}", f"floworchestrator flows {app}",
+                  f"floworchestrator schedules {app}")
         if not keep:
             return
         click.echo("\nStill running: the heartbeat flow fires at the start of every minute. Ctrl-C stops.")
@@ -528,11 +602,12 @@ def run(run_id: str, full: bool, app_spec: str | None, store_url: str | None) ->
     click.echo()
     _table(
         ["STEP", "STATUS", "ATTEMPTS", "TOOK", "OUTPUT / ERROR"],
-        [[s.step_key, str(s.status), str(s.attempts), _took(s.started_at, s.finished_at), _step_result(s)] for s in steps],
+        [[s.step_key, str(s.status), str(s.attempts), _took(s.started_at, s.finished_at), _step_result(s, items)]
+         for s, items in _in_order(steps)],
         status_col=1,
     )
     if full:
-        for s in steps:
+        for s, _items in _in_order(steps):
             click.echo(f"\n{click.style(s.step_key, bold=True)}  {_status(s.status)}")
             if s.attempts == 0:
                 click.echo("  (has not run)")
@@ -541,6 +616,10 @@ def run(run_id: str, full: bool, app_spec: str | None, store_url: str | None) ->
                     click.echo(f"  {label}: " + _json(value, indent=2).replace("\n", "\n  "))
             if s.error is not None:
                 click.echo(f"  error:  {s.error}")
+            if s.status is StepStatus.SKIPPED and (why := _why_skipped(s.trace)) is not None:
+                click.echo(f"  skipped: {why}")
+            if s.waiting_signal is not None and not s.status.is_final:
+                click.echo(f"  waiting for signal {s.waiting_signal!r}")
     if attempts:
         click.echo()
         _table(
@@ -575,3 +654,433 @@ def flows(app_spec: str | None, store_url: str | None) -> None:
             rows.append([fid, "yes" if enabled else "no", ", ".join(rec.manifest.get("triggers", {})),
                          str(len(rec.manifest.get("steps", {}))), "(in the store only: not registered by this app)"])
     _table(["FLOW", "ENABLED", "TRIGGERS", "STEPS", "DESCRIPTION"], rows)
+
+
+# --- control: signal, retry, cancel, rerun (client mode) -------------------------------------
+
+
+async def _as_client(orch: Orchestrator, act: Callable[[Orchestrator], Awaitable[T]], *, create: bool = False) -> T:
+    """Start ``orch`` as a client (store open and flows saved; no workers, recovery or cron), act, stop.
+
+    Without ``create`` a SQLite file that does not exist is an error rather
+    than a new empty database.
+    """
+    if not create:
+        _require_database(orch.store)
+    await orch.start(workers=False)
+    try:
+        return await act(orch)
+    except UnknownRunError as exc:
+        if isinstance(orch.store, MemoryStore):
+            raise click.ClickException(
+                f"{exc} (the store is in memory: runs of other processes are not visible here; pass --store)"
+            ) from None
+        raise
+    finally:
+        await orch.stop()
+
+
+def _pickup(orch: Orchestrator, what: str = "it") -> str:
+    """When an orchestrator with workers executes a step a client queued."""
+    within = orch.stale_after + orch.recovery_interval
+    return (f"an orchestrator running on this store picks {what} up at its next recovery pass (within about {within:g}s),"
+            " or at once when one starts")
+
+
+def _keys(keys: Sequence[str]) -> str:
+    return ", ".join(repr(k) for k in keys)
+
+
+def _echo_wrapped(text: str, err: bool = False) -> None:
+    click.echo("\n".join(textwrap.wrap(text, _width(), break_on_hyphens=False, break_long_words=False)), err=err)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    run: RunRecord
+    signal: str
+    targets: list[str]
+    """The WaitForSignal steps (as written in the flow) that take this signal."""
+    resumed: list[str]
+    """The steps that were waiting for it, now queued."""
+
+
+async def _send_signal(orch: Orchestrator, run_id: str, name: str, payload: Any) -> _Sent:
+    run = await orch.get_run(run_id)
+    if run is None:
+        raise UnknownRunError(run_id)
+    if run.status.is_final:
+        raise click.ClickException(f"run {run_id} has already finished ({run.status}); signals go to Running runs only")
+    signals = (await orch.engine.compiled_for(run.manifest_id)).signals
+    if not signals:
+        raise click.ClickException(f"flow {run.flow_id!r} has no WaitForSignal step: nothing in run {run_id} would take signal {name!r}")
+    resolved = signals[name][0] if name in signals else name
+    targets = sorted(k for k, (n, _) in signals.items() if n == resolved)
+    if not targets:
+        waits = ", ".join(f"{n!r} (step {k!r})" for k, (n, _) in sorted(signals.items()))
+        raise click.ClickException(f"no step of flow {run.flow_id!r} waits for a signal {name!r}; its steps wait for: {waits}")
+    steps = {s.step_key: s for s in await orch.get_steps(run_id)}
+    if all("." not in k and k in steps and steps[k].status.is_final for k in targets):
+        ended = ", ".join(f"{k!r} ({steps[k].status})" for k in targets)
+        raise click.ClickException(f"the step that takes signal {resolved!r} already ended in run {run_id}: {ended}; nothing would take it")
+    resumed = [k for k, s in steps.items() if s.waiting_signal == resolved and not s.status.is_final]
+    await orch.signal(run_id, name, payload)
+    return _Sent(run, resolved, targets, resumed)
+
+
+@main.command("signal")
+@click.argument("run_id")
+@click.argument("name")
+@click.option("--payload", metavar="JSON",
+              help="The signal's payload, which becomes the waiting step's output: JSON text, @file.json, or - for stdin.")
+@_app_options
+def signal_command(run_id: str, name: str, payload: str | None, app_spec: str | None, store_url: str | None) -> None:
+    """Send the signal NAME to a run waiting for it.
+
+    NAME is a signal name or the key of a WaitForSignal step. The signal is recorded in the store and the step waiting for it is
+    queued; an orchestrator running on this store resumes it, with the
+    payload as its output. A signal sent before its step waits is kept until
+    the step gets there.
+    """
+    data = _parse_body(payload, "--payload", "payload")
+    orch = _load(app_spec, store_url)
+    sent = _run(_as_client(orch, lambda o: _send_signal(o, run_id, name, data)))
+    click.echo(f"Sent signal {sent.signal!r} to run {run_id} (flow {sent.run.flow_id!r}).")
+    if sent.resumed:
+        one = len(sent.resumed) == 1
+        _echo_wrapped(f"Step{'' if one else 's'} {_keys(sent.resumed)} {'was' if one else 'were'} waiting for it and"
+                      f" {'is' if one else 'are'} queued: {_pickup(orch, 'it' if one else 'them')}.")
+    else:
+        _echo_wrapped(f"No step waits for it yet: it is kept, and step {_keys(sent.targets)} takes it when it gets there.")
+
+
+@main.command()
+@click.argument("run_id")
+@click.argument("step")
+@_app_options
+def retry(run_id: str, step: str, app_spec: str | None, store_url: str | None) -> None:
+    """Run a Failed, TimedOut or Cancelled STEP of a run again, and the steps after it.
+
+    Earlier steps keep their outputs. The step is queued in the store and the
+    run is Running again; an orchestrator running on this store executes it.
+    """
+    orch = _load(app_spec, store_url)
+
+    async def act(o: Orchestrator) -> tuple[RunRecord | None, list[str]]:
+        before = {s.step_key: s.status for s in await o.get_steps(run_id)}
+        await o.retry_step(run_id, step)
+        after = await o.get_steps(run_id)
+        reset = [s.step_key for s in after
+                 if s.step_key != step and s.status is StepStatus.PENDING and before.get(s.step_key) is not StepStatus.PENDING]
+        return await o.get_run(run_id), reset
+
+    rec, reset = _run(_as_client(orch, act))
+    flow = f" (flow {rec.flow_id!r})" if rec is not None else ""
+    click.echo(f"Step {step!r} of run {run_id}{flow} is queued to run again; earlier steps keep their outputs.")
+    if reset:
+        _echo_wrapped(f"The steps after it are Pending again: {_keys(reset)}.")
+    _echo_wrapped(f"The run is Running again: {_pickup(orch, 'the step')}.")
+
+
+@main.command()
+@click.argument("run_id")
+@_app_options
+def cancel(run_id: str, app_spec: str | None, store_url: str | None) -> None:
+    """Cancel a Running run: no step of it starts afterwards.
+
+    Its unfinished steps become Cancelled at once. A handler already running
+    in an orchestrator finishes, and its result is ignored.
+    """
+    orch = _load(app_spec, store_url)
+
+    async def act(o: Orchestrator) -> tuple[RunRecord | None, list[StepRecord]]:
+        before = await o.get_steps(run_id)
+        await o.cancel_run(run_id)
+        return await o.get_run(run_id), [s for s in before if not s.status.is_final]
+
+    rec, unfinished = _run(_as_client(orch, act))
+    flow = f" (flow {rec.flow_id!r})" if rec is not None else ""
+    click.echo(f"Cancelled run {run_id}{flow}: no step of it starts from now on.")
+    if unfinished:
+        _echo_wrapped(f"Cancelled steps: {_keys([s.step_key for s in unfinished])}.")
+    running = [s.step_key for s in unfinished if s.status is StepStatus.RUNNING]
+    if running:
+        _echo_wrapped(f"{_keys(running)} {'was' if len(running) == 1 else 'were'} running: the handler finishes"
+                      " where it runs, and its result is ignored.")
+
+
+@main.command()
+@click.argument("run_id")
+@_app_options
+def rerun(run_id: str, app_spec: str | None, store_url: str | None) -> None:
+    """Start a new run of the same flow with the trigger body and headers of RUN_ID.
+
+    The new run is queued in the store and its id printed; an orchestrator
+    running on this store executes it.
+    """
+    orch = _load(app_spec, store_url)
+
+    async def act(o: Orchestrator) -> tuple[str, RunRecord | None]:
+        return await o.rerun(run_id), await o.get_run(run_id)
+
+    new_id, rec = _run(_as_client(orch, act))
+    flow = f" of {rec.flow_id!r}" if rec is not None else ""
+    _echo_wrapped(f"started run {new_id}{flow} with the trigger data of run {run_id}; it is queued: {_pickup(orch)}", err=True)
+    click.echo(new_id)
+
+
+# --- schedules -----------------------------------------------------------------------------
+
+
+def _zone(sch: Schedule) -> str:
+    return sch.timezone or "UTC"
+
+
+def _fires(sch: Schedule) -> str:
+    """The next fire times in the trigger's own timezone (seconds only for six-field expressions)."""
+    zone = ZoneInfo(sch.timezone) if sch.timezone else UTC
+    fmt = "%Y-%m-%d %H:%M:%S" if len(sch.expression.split()) > 5 else "%Y-%m-%d %H:%M"
+    return ", ".join(at.astimezone(zone).strftime(fmt) for at in sch.next_fires)
+
+
+def _cron_of(orch: Orchestrator, app_spec: str | None, flow_id: str, trigger: str) -> Cron:
+    """The flow's Cron trigger ``trigger``; a one-line error naming what exists otherwise."""
+    flow = orch.flows.get(flow_id)
+    if flow is None:
+        known = ", ".join(sorted(f.id for f in orch.flows.values() if any(isinstance(t, Cron) for t in f.triggers.values()))) or "none"
+        raise click.ClickException(f"unknown flow {flow_id!r} (flows with a cron trigger in {app_spec}: {known})")
+    crons = sorted(name for name, t in flow.triggers.items() if isinstance(t, Cron))
+    found = flow.triggers.get(trigger)
+    if not isinstance(found, Cron):
+        what = "no trigger" if found is None else "no cron trigger"
+        raise click.ClickException(f"flow {flow_id!r} has {what} {trigger!r} (its cron triggers: {', '.join(crons) or 'none'})")
+    return found
+
+
+@main.command()
+@_app_options
+def schedules(app_spec: str | None, store_url: str | None) -> None:
+    """List the cron triggers: expression in force, paused or not, next three fire times."""
+    orch = _load(app_spec, store_url)
+    if _missing_database(orch.store) is not None:
+        orch.use_store(MemoryStore())  # nothing saved yet (no pause, no override): do not create an empty database
+    found = _run(_reading(orch, lambda _store: orch.list_schedules(3)))
+    if not found:
+        click.echo(f"No flow of {app_spec} has a cron trigger.")
+        return
+    found.sort(key=lambda sch: (sch.flow_id, sch.trigger))
+    _table(
+        ["FLOW", "TRIGGER", "EXPRESSION", "TIMEZONE", "PAUSED", "OVERRIDDEN", "NEXT FIRES (IN TIMEZONE)"],
+        [[sch.flow_id, sch.trigger, sch.expression, _zone(sch), "yes" if sch.paused else "no", "yes" if sch.overridden else "no",
+          _fires(sch)] for sch in found],
+        clip=False,  # fire times cut short would mislead
+    )
+    for sch in found:
+        if sch.overridden:
+            own = _cron_of(orch, app_spec, sch.flow_id, sch.trigger).expression
+            click.echo(click.style(f"{sch.flow_id} {sch.trigger}: overridden; the flow's own expression is {own!r}"
+                                   f" (schedule set-cron {sch.flow_id} {sch.trigger} --reset restores it)", dim=True))
+
+
+@main.group()
+def schedule() -> None:
+    """Pause, resume or re-time a flow's cron trigger.
+
+    The change is saved in the store: every orchestrator on it follows within
+    a few seconds, and it outlives restarts.
+    """
+
+
+def _change_schedule(app_spec: str | None, store_url: str | None, flow_id: str, trigger: str,
+                     change: Callable[[Orchestrator], Awaitable[None]]) -> tuple[Orchestrator, Cron, Schedule]:
+    orch = _load(app_spec, store_url)
+    cron = _cron_of(orch, app_spec, flow_id, trigger)
+
+    async def act(o: Orchestrator) -> Schedule:
+        await change(o)
+        return next(sch for sch in await o.list_schedules(3) if (sch.flow_id, sch.trigger) == (flow_id, trigger))
+
+    now = _run(_as_client(orch, act, create=True))
+    if isinstance(orch.store, MemoryStore):
+        click.echo("warning: the store is in memory, so this change is lost when this command exits", err=True)
+    return orch, cron, now
+
+
+def _schedule_args(flow_id: str, trigger: str) -> str:
+    return f"{shlex.quote(flow_id)} {shlex.quote(trigger)}"
+
+
+@schedule.command()
+@click.argument("flow")
+@click.argument("trigger")
+@_app_options
+def pause(flow: str, trigger: str, app_spec: str | None, store_url: str | None) -> None:
+    """Stop FLOW's cron TRIGGER from starting runs, on every orchestrator on this store."""
+    _orch, _cron, now = _change_schedule(app_spec, store_url, flow, trigger, lambda o: o.pause_schedule(flow, trigger))
+    _echo_wrapped(f"Paused {flow} {trigger} ({now.expression}, {_zone(now)}): it starts no run until it is resumed;"
+                  " orchestrators already running notice within a few seconds. Resume it with:")
+    _hint(f"floworchestrator schedule resume {_schedule_args(flow, trigger)} {_app_args(app_spec or '', store_url)}")
+
+
+@schedule.command()
+@click.argument("flow")
+@click.argument("trigger")
+@_app_options
+def resume(flow: str, trigger: str, app_spec: str | None, store_url: str | None) -> None:
+    """Let FLOW's paused cron TRIGGER fire again.
+
+    Ticks missed while it was paused are not made up.
+    """
+    _orch, _cron, now = _change_schedule(app_spec, store_url, flow, trigger, lambda o: o.resume_schedule(flow, trigger))
+    _echo_wrapped(f"Resumed {flow} {trigger} ({now.expression}, {_zone(now)}); ticks missed while it was paused are not made up.")
+    click.echo(f"Next fires ({_zone(now)}): {_fires(now)}")
+
+
+@schedule.command("set-cron")
+@click.argument("flow")
+@click.argument("trigger")
+@click.argument("expression", required=False)
+@click.option("--reset", is_flag=True, help="Go back to the expression the flow itself declares.")
+@_app_options
+def set_cron(flow: str, trigger: str, expression: str | None, reset: bool, app_spec: str | None, store_url: str | None) -> None:
+    """Make FLOW's cron TRIGGER fire on EXPRESSION instead of the flow's own.
+
+    EXPRESSION has five fields, or six with seconds last; quote it, e.g.
+    '*/5 * * * *'. --reset goes back to the flow's own expression.
+    """
+    if reset == (expression is not None):
+        raise BadUsage("give either a cron EXPRESSION or --reset, not both" if reset else "give a cron EXPRESSION, or --reset")
+    _orch, cron, now = _change_schedule(app_spec, store_url, flow, trigger, lambda o: o.set_cron(flow, trigger, expression))
+    if reset:
+        click.echo(f"{flow} {trigger} is back on the flow's own expression {now.expression!r} ({_zone(now)}).")
+    else:
+        _echo_wrapped(f"{flow} {trigger} now fires on {now.expression!r} ({_zone(now)}) instead of the flow's own {cron.expression!r};"
+                      " saved in the store, so orchestrators on it follow within a few seconds, also after a restart.")
+    if now.paused:
+        click.echo(f"It is paused: it fires once resumed (floworchestrator schedule resume {_schedule_args(flow, trigger)}).")
+    click.echo(f"Next fires ({_zone(now)}): {_fires(now)}")
+
+
+# --- serve -----------------------------------------------------------------------------------
+
+
+def _store_label(store: Store) -> str:
+    if isinstance(store, SQLiteStore):
+        return f"sqlite:///{store.path}"
+    if isinstance(store, MemoryStore):
+        return "memory://"
+    return type(store).__name__
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket, bound here so that a taken port is a one-line error before anything starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        reason = (exc.strerror or str(exc)).split(" (while attempting")[0]  # create_server adds the address again
+        raise click.ClickException(f"cannot listen on {where}: {reason}") from None
+
+
+def _serve_banner(orch: Orchestrator, app_spec: str, url: str, path: str) -> None:
+    flows = orch.flows.values()
+    parts = "in-process workers, recovery" + (", cron" if orch.cron else " (cron off: --no-cron)")
+    click.echo(f"Serving {app_spec} ({len(flows)} flow{'s' if len(flows) != 1 else ''}) on {_store_label(orch.store)}: {parts}")
+    if isinstance(orch.store, MemoryStore):
+        click.echo("warning: the store is in memory: runs are lost when the server stops, and other commands cannot see them")
+    click.echo(f"Listening on {url}")
+    hooks = sorted((t.slug, f.id, name, t.secret is not None)
+                   for f in flows for name, t in f.triggers.items() if isinstance(t, Webhook))
+    for slug, flow_id, name, signed in hooks:
+        needs = ", needs its secret or signature" if signed else ""
+        click.echo(f"  POST {url}{path.replace('{slug}', slug)}  ->  flow {flow_id!r} (trigger {name!r}{needs})")
+    if not hooks:
+        click.echo(f"  no flow has a Webhook trigger: POST {url}{path} answers 404")
+    crons = sum(isinstance(t, Cron) for f in flows for t in f.triggers.values())
+    if orch.cron and crons:
+        click.echo(f"  {crons} cron trigger{'s' if crons != 1 else ''} (floworchestrator schedules lists them)")
+    click.echo(f"Ctrl-C or SIGTERM stops; running steps get up to {orch.shutdown_timeout:g}s to finish.")
+
+
+async def _announce_stop(server: Any, orch: Orchestrator) -> None:
+    # Printed from the loop rather than from the signal handler, which may interrupt another write;
+    # should_exit is a plain flag that uvicorn itself polls every 0.1 s.
+    while not server.should_exit:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    click.echo(f"Stopping: no new requests; running steps get up to {orch.shutdown_timeout:g}s to finish...", err=True)
+
+
+async def _serve(orch: Orchestrator, server: Any, sock: socket.socket, banner: Callable[[], None]) -> None:
+    # Started here, not by the app's lifespan, so that a failure (the store, its schema) is a
+    # one-line error; the lifespan's start is then a no-op, and its shutdown stops the
+    # orchestrator after the server has stopped taking requests.
+    await orch.start()
+    try:
+        banner()
+        watcher = asyncio.get_running_loop().create_task(_announce_stop(server, orch))
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            watcher.cancel()
+    finally:
+        await orch.stop()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, metavar="HOST", help="The address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, metavar="PORT", help="The port (0: any free port).")
+@click.option("--cron/--no-cron", default=True, show_default=True, help="Fire the flows' cron triggers from this process.")
+@_app_options
+def serve(host: str, port: int, cron: bool, app_spec: str | None, store_url: str | None) -> None:
+    """Run the orchestrator with its workers and cron, and an HTTP server for webhooks.
+
+    The orchestrator runs in-process workers, recovery and cron. POST /webhook/{slug} starts a run of the flow whose Webhook trigger has
+    that slug. Steps queued by other commands (trigger --no-wait, signal,
+    retry, rerun) run here too. Ctrl-C or SIGTERM stops: the server stops
+    taking requests, running steps get the orchestrator's shutdown_timeout
+    to finish, and queued steps stay in the store for the next start.
+    Needs the web extra: pip install 'floworchestrator[web]'.
+    """
+    try:
+        import uvicorn
+
+        from .web.webhooks import DEFAULT_PATH, create_webhook_app
+    except ImportError as exc:
+        missing = exc.name or getattr(exc.__cause__, "name", None) or "starlette"
+        raise click.ClickException(
+            f"serve needs Starlette and uvicorn, and {missing!r} is not installed: pip install 'floworchestrator[web]'"
+        ) from None
+    orch = _load(app_spec, store_url)
+    assert app_spec is not None
+    orch.cron = cron
+    sock = _listen(host, port)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{sock.getsockname()[1]}"
+
+    # The engine's info logs (runs started and finished, webhooks accepted) and one line per request;
+    # uvicorn's own start/stop chatter only with -v.
+    engine_log = logging.getLogger("floworchestrator")
+    verbose = engine_log.level <= logging.INFO
+    if engine_log.level > logging.INFO:
+        engine_log.setLevel(logging.INFO)
+    logging.getLogger("uvicorn.error").setLevel(engine_log.level if verbose else logging.WARNING)
+    logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    # The access log already says what each request got. (The receiver's info record of an
+    # accepted webhook passes extra={"created": ...}, which logging refuses with a KeyError.)
+    logging.getLogger("floworchestrator.web").setLevel(logging.WARNING)
+
+    app = create_webhook_app(orch, manage_lifespan=True)
+    config = uvicorn.Config(app, lifespan="on", log_config=None, log_level=None, access_log=True)
+    server = uvicorn.Server(config)
+    # uvicorn catches SIGINT/SIGTERM while it serves and raises them again when it is done; with
+    # its own handler in place before and after, a signal at any time means a clean stop, exit 0.
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _run(_serve(orch, server, sock, lambda: _serve_banner(orch, app_spec, url, DEFAULT_PATH)))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+    click.echo("Stopped.")

@@ -389,3 +389,21 @@ def test_credential_and_transport_headers_are_dropped() -> None:
         assert name in DROPPED_HEADERS
     assert "content-type" not in DROPPED_HEADERS
     assert "idempotency-key" not in DROPPED_HEADERS
+
+
+def test_accepted_webhook_logs_at_info_without_breaking(caplog: pytest.LogCaptureFixture) -> None:
+    # A reserved LogRecord attribute name in `extra` would turn an accepted request into a 500.
+    import logging
+
+    from starlette.testclient import TestClient
+
+    from floworchestrator import Flow, Orchestrator, Step, Webhook
+    from floworchestrator.web import create_webhook_app
+
+    orch = Orchestrator(store="memory://", runtime="inprocess", cron=False)
+    orch.add_handler("Echo", lambda inputs: inputs)
+    orch.register(Flow("f", {"s": Step("Echo")}, triggers={"in": Webhook("logged")}))
+    with caplog.at_level(logging.INFO, logger="floworchestrator"), TestClient(create_webhook_app(orch, manage_lifespan=True)) as client:
+        resp = client.post("/webhook/logged", json={"a": 1})
+    assert resp.status_code == 202
+    assert any(getattr(r, "event", None) == "webhook.accepted" for r in caplog.records)

@@ -200,7 +200,7 @@ class WebhookReceiver:
                 "slug": slug,
                 "flow_id": target.flow_id,
                 "run_id": started.run_id,
-                "created": started.created,
+                "run_created": started.created,
             },
         )
         return JSONResponse(
