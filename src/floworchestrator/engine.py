@@ -75,6 +75,12 @@ class _Outcome:
     loop: tuple[list[str], int] | None = None
 
 
+def _being_cancelled() -> bool:
+    """True when the current task itself was asked to stop (shutdown), not when an awaited thing was cancelled."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def _retryable(policy: Mapping[str, Any], exc: BaseException) -> bool:
     names = policy.get("retry_on") or []
     if not names:
@@ -116,6 +122,7 @@ class Engine:
         #: False while shutting down: a finishing step then claims no successor for this worker.
         self.accepting = True
         self._timers: set[asyncio.Task[bool]] = set()
+        self._timer_handles: set[asyncio.TimerHandle] = set()
         self._wants_cache: dict[str, RuntimeWants] = {}
         #: Flows registered while running, still being saved to the store.
         self.syncing: set[asyncio.Task[None]] = set()
@@ -337,8 +344,11 @@ class Engine:
                 return self._failure(compiled, spec, grant, exc, StepStatus.TIMED_OUT,
                                      f"the step timed out after {timeout:g}s", inputs_json)
             return self._failure(compiled, spec, grant, exc, StepStatus.FAILED, f"{type(exc).__name__}: {exc}", inputs_json)
-        except asyncio.CancelledError:
-            raise
+        except asyncio.CancelledError as exc:
+            if _being_cancelled():
+                raise
+            # The handler let a CancelledError out of something it awaited: its failure, not a shutdown.
+            return self._failure(compiled, spec, grant, exc, StepStatus.FAILED, "CancelledError: the handler was cancelled", inputs_json)
         except Exception as exc:
             log.debug("handler of step %s raised", step_key, exc_info=True)
             return self._failure(compiled, spec, grant, exc, StepStatus.FAILED, f"{type(exc).__name__}: {exc}", inputs_json)
@@ -373,7 +383,8 @@ class Engine:
         name, timeout = compiled.signals[step_key]
         if grant.signal is not None:
             signal_id, payload = grant.signal
-            return _Outcome(StepStatus.SUCCEEDED, payload, None, inputs_json, consume_signal=signal_id)
+            # park= too: if another step used this signal first, the store parks this one again.
+            return _Outcome(StepStatus.SUCCEEDED, payload, None, inputs_json, park=name, consume_signal=signal_id)
         delay = 0.0
         if timeout is not None:
             started = grant.first_started_at or utcnow()
@@ -402,13 +413,24 @@ class Engine:
     def _time_out_later(self, run_id: str, seconds: float) -> None:
         # A timer in this process for punctuality; recovery also finds overdue runs, whoever started them.
         loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle
 
         def fire() -> None:
+            self._timer_handles.discard(handle)
             task = loop.create_task(self.time_out(run_id))
             self._timers.add(task)
             task.add_done_callback(self._timers.discard)
 
-        loop.call_later(seconds, fire)
+        handle = loop.call_later(seconds, fire)
+        self._timer_handles.add(handle)
+
+    async def stop_timers(self) -> None:
+        """Cancel run-timeout timers (recovery times out overdue runs after the next start)."""
+        for handle in self._timer_handles:
+            handle.cancel()
+        self._timer_handles.clear()
+        if self._timers:
+            await asyncio.gather(*list(self._timers), return_exceptions=True)
 
     async def time_out(self, run_id: str) -> bool:
         """End a Running run whose deadline passed: TimedOut; its pending steps never start."""
@@ -447,8 +469,13 @@ class Engine:
     async def retry_step(self, run_id: str, step_key: str) -> None:
         run = await self._run_or_raise(run_id)
         compiled = await self.compiled_for(run.manifest_id)
-        res = await self.committer.submit(RetryStep(run.flow_id, run_id, step_key, compiled.graph, utcnow()))
+        now = utcnow()
+        timeout = compiled.run_timeout
+        deadline = None if timeout is None else now + timedelta(seconds=timeout)
+        res = await self.committer.submit(RetryStep(run.flow_id, run_id, step_key, compiled.graph, now, deadline))
         assert isinstance(res, Applied)
+        if timeout is not None:
+            self._time_out_later(run_id, timeout)  # the retried run gets the flow's timeout afresh
         await self.apply_effects(res.effects)
 
     async def cancel_run(self, run_id: str) -> None:

@@ -28,6 +28,7 @@ __all__ = ["Handler", "HandlerFunc", "StepContext", "call_handler", "to_result"]
 
 HandlerFunc = Callable[..., Any]
 _encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+_RESULT_STATUSES = (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.TIMED_OUT, StepStatus.PENDING)
 log = logging.getLogger("floworchestrator.steps")
 
 
@@ -43,7 +44,7 @@ class StepContext:
         self.flow_id = flow_id
         self.step_key = step_key
         self.attempt = attempt
-        """1 for the first execution of this step, 2 for the next, and so on."""
+        """1 for the first execution of this step (since it started or was last retried from the API), 2 for the next..."""
         self.trigger_key = trigger_key
         """The name of the trigger that started the run (e.g. "manual", "nightly")."""
         self.first_started_at = first_started_at
@@ -119,6 +120,9 @@ def to_result(value: Any) -> tuple[StepResult, str | None]:
     A value that is not JSON-serialisable turns into a failure that says so.
     """
     result = value if isinstance(value, StepResult) else StepResult(StepStatus.SUCCEEDED, output=value)
+    if result.status not in _RESULT_STATUSES:
+        allowed = ", ".join(s.value for s in _RESULT_STATUSES)
+        return StepResult.failed(f"a handler may end a step as {allowed}, not {result.status.value}"), None
     output = result.output
     if isinstance(output, BaseModel):
         output = output.model_dump(mode="json")

@@ -209,13 +209,20 @@ class Orchestrator:
         if not self._started:
             return
         self._started = False
-        for t in self._tasks:
+        # The heartbeat goes last: the steps still finishing must keep their leases meanwhile.
+        heartbeat = [t for t in self._tasks if t.get_name() == "floworchestrator-heartbeat"]
+        others = [t for t in self._tasks if t not in heartbeat]
+        for t in others:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await asyncio.gather(*others, return_exceptions=True)
+        await self.engine.stop_timers()
         if self._workers:
             self.engine.accepting = False
             await self.dispatcher.stop(self.shutdown_timeout)
+        for t in heartbeat:
+            t.cancel()
+        await asyncio.gather(*heartbeat, return_exceptions=True)
+        self._tasks = []
         await self.engine.committer.drain()
         await self.store.close()
         log.info("orchestrator stopped", extra={"event": "orchestrator.stopped"})

@@ -25,34 +25,47 @@ from croniter import croniter
 
 from .engine import Engine, utcnow
 from .exceptions import FlowDisabledError
-from .stores.base import Applied, ExpireLease, ExtendLeases
+from .stores.base import Applied, Effects, ExpireLease, ExtendLeases
 
 log = logging.getLogger("floworchestrator.scheduler")
 
 
 async def recover(engine: Engine, *, stale_after: float | None) -> int:
-    """One recovery pass; ``stale_after=None`` re-enqueues every queued step. Returns how many were acted on."""
+    """One recovery pass; ``stale_after=None`` re-enqueues every queued step. Returns how many were acted on.
+
+    Each kind of work is tried on its own, so one failing does not hold up the others.
+    """
     now = utcnow()
     count = 0
-    for flow_id, run_id, key, gen in await engine.store.find_expired_leases(now):
-        res = await engine.committer.submit(ExpireLease(flow_id, run_id, key, gen, now))
-        if isinstance(res, Applied) and res.applied:
-            log.warning("lease of step %s of run %s expired; running it again", key, run_id,
-                        extra={"event": "step.lease_expired", "run_id": run_id, "step_key": key})
-            await engine.apply_effects(res.effects)
+    try:
+        for flow_id, run_id, key, gen in await engine.store.find_expired_leases(now):
+            res = await engine.committer.submit(ExpireLease(flow_id, run_id, key, gen, now))
+            if isinstance(res, Applied) and res.applied:
+                log.warning("lease of step %s of run %s expired; running it again", key, run_id,
+                            extra={"event": "step.lease_expired", "run_id": run_id, "step_key": key})
+                await engine.apply_effects(res.effects)
+                count += 1
+    except Exception:
+        log.exception("recovery: could not take back expired leases")
+    try:
+        due_before = now + timedelta(days=36500) if stale_after is None else now - timedelta(seconds=stale_after)
+        queued = await engine.store.find_queued(now, due_before)
+        if queued:
+            await engine.apply_effects(Effects(tuple(queued)))
+            count += len(queued)
+    except Exception:
+        log.exception("recovery: could not re-deliver queued steps")
+    try:
+        for flow_id, run_id, manifest_id in await engine.store.find_idle_runs():
+            await engine.reconcile(flow_id, run_id, manifest_id)
             count += 1
-    before = now + timedelta(days=36500) if stale_after is None else now - timedelta(seconds=stale_after)
-    queued = await engine.store.find_queued(now, before)
-    if queued:
-        from .stores.base import Effects
-
-        await engine.apply_effects(Effects(tuple(queued)))
-        count += len(queued)
-    for flow_id, run_id, manifest_id in await engine.store.find_idle_runs():
-        await engine.reconcile(flow_id, run_id, manifest_id)
-        count += 1
-    for run_id in await engine.store.find_overdue_runs(now):
-        count += await engine.time_out(run_id)
+    except Exception:
+        log.exception("recovery: could not re-evaluate idle runs")
+    try:
+        for run_id in await engine.store.find_overdue_runs(now):
+            count += await engine.time_out(run_id)
+    except Exception:
+        log.exception("recovery: could not time out overdue runs")
     return count
 
 
@@ -77,10 +90,21 @@ async def heartbeat_loop(engine: Engine, interval: float) -> None:
 
 
 def next_fire(expression: str, tz: str | None, after: datetime) -> datetime:
-    """The first fire time of a cron expression strictly after ``after`` (UTC in, UTC out)."""
+    """The first fire time of a cron expression strictly after ``after`` (UTC in, UTC out).
+
+    When a daylight-saving change turns the clock back, a wall-clock time
+    happens twice; an expression with a fixed hour fires only at the first
+    (a nightly job runs once that night), while an hourly one fires at both.
+    """
     zone = ZoneInfo(tz) if tz else UTC
-    nxt = croniter(expression, after.astimezone(zone)).get_next(datetime)
-    assert isinstance(nxt, datetime)
+    start = after.astimezone(zone)
+    it = croniter(expression, start)
+    fixed_hour = len(expression.split()) >= 2 and expression.split()[1] != "*"
+    for _ in range(4):
+        nxt = it.get_next(datetime)
+        assert isinstance(nxt, datetime)
+        if not (fixed_hour and nxt.replace(tzinfo=None) <= start.replace(tzinfo=None)):
+            return nxt.astimezone(UTC)
     return nxt.astimezone(UTC)
 
 

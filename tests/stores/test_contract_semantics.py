@@ -278,7 +278,7 @@ async def test_parking_when_the_signal_already_came_requeues_at_once(store: Stor
     assert dispatched(res) == [("a", 2)]
     assert isinstance(res, Applied) and res.effects.dispatched[0].delay == 0
     a = await step(store, rid, "a")
-    assert (a.status, a.queued, a.generation, a.waiting_signal, a.not_before) == (S.PENDING, True, 2, None, T0)
+    assert (a.status, a.queued, a.generation, a.waiting_signal, a.not_before) == (S.PENDING, True, 2, None, None)
     g2 = await one(store, replace(claim(c, rid, "a", gen=2), signal="go"))
     assert isinstance(g2, Grant) and g2.signal is not None and json.loads(g2.signal[1]) == "late"
 

@@ -73,7 +73,11 @@ class InProcessDispatcher(Dispatcher):
             try:
                 await runner(msg)
             except asyncio.CancelledError:
-                raise
+                task = asyncio.current_task()
+                if task is not None and task.cancelling() > 0:
+                    raise  # we are being stopped
+                log.error("step %s of run %s was cancelled from inside", msg.step_key, msg.run_id,
+                          extra={"run_id": msg.run_id, "step_key": msg.step_key})
             except Exception:
                 # The engine catches handler errors itself; this is a store or
                 # engine failure. The step's claim lapses and recovery retries it.

@@ -99,13 +99,18 @@ class Txn(ABC):
         """Overwrite the run's open-step count and the given steps' ``waiting``."""
 
     @abstractmethod
-    def queue(self, run_id: str, items: Sequence[tuple[str, int]], not_before: datetime, now: datetime) -> list[tuple[str, int]]:
+    def queue(
+        self, run_id: str, items: Sequence[tuple[str, int]], not_before: datetime | None, now: datetime
+    ) -> list[tuple[str, int]]:
         """Insert ledger rows (run, key, generation); for each row really inserted, set the step
-        Pending, queued, at that generation. Return the (key, generation) pairs inserted."""
+        Pending, queued, at that generation, claimable from ``not_before`` (None: at once — not
+        compared with any clock, so a worker whose clock lags a little still takes it). Return the
+        (key, generation) pairs inserted."""
 
     @abstractmethod
     def claim(self, op: Claim) -> Grant | None:
-        """The conditional update of Claim plus the grant's reads, or None."""
+        """The conditional update of Claim plus the grant's reads, or None. The signal looked up
+        is the one the step is parked on, if it is, else ``op.signal``."""
 
     @abstractmethod
     def finish_step(self, op: Complete, attempt_status: StepStatus) -> bool:
@@ -122,7 +127,8 @@ class Txn(ABC):
         """Conditional on the run being Running."""
 
     @abstractmethod
-    def reopen_run(self, run_id: str) -> None: ...
+    def reopen_run(self, run_id: str, deadline: datetime | None) -> None:
+        """Make a finished run Running again, with a new deadline."""
 
     @abstractmethod
     def take_back(self, op: ExpireLease, status: StepStatus, error: str) -> bool:
@@ -156,6 +162,10 @@ class Txn(ABC):
 
     @abstractmethod
     def consume_signal(self, signal_id: int, step_key: str, now: datetime) -> None: ...
+
+    @abstractmethod
+    def signal_available(self, signal_id: int) -> bool:
+        """True if the signal exists and no step has used it yet."""
 
     @abstractmethod
     def expand(self, op: Complete, child_keys: Sequence[str], waiting: Sequence[int], per_item: int, started: int) -> bool:
@@ -221,7 +231,7 @@ def _apply(tx: Txn, op: Op) -> Result:
             taken = tx.take_back(op, StepStatus.CANCELLED, "interrupted: worker {owner} shut down before the step finished")
         if not taken:
             return Applied(False)
-        queued = tx.queue(op.run_id, [(op.step_key, op.generation + 1)], op.now, op.now)
+        queued = tx.queue(op.run_id, [(op.step_key, op.generation + 1)], None, op.now)
         kind = "StepLeaseExpired" if op.owner is None else "StepInterrupted"
         tx.event(op.run_id, op.step_key, kind, {"generation": op.generation}, op.now)
         return Applied(True, Effects(_dispatches(op.flow_id, op.run_id, queued)))
@@ -246,11 +256,14 @@ def _start(tx: Txn, op: StartRun) -> RunStarted:
     tx.insert_run(op)
     tx.event(op.run_id, None, "RunStarted", {"flow_id": op.flow_id, "trigger": op.trigger_key}, op.now)
     entries = [(k, 1) for k, w in zip(op.step_keys, op.waiting, strict=True) if w == 0]
-    queued = tx.queue(op.run_id, entries, op.now, op.now)
+    queued = tx.queue(op.run_id, entries, None, op.now)
     return RunStarted(op.run_id, True, effects=Effects(_dispatches(op.flow_id, op.run_id, queued)))
 
 
 def _complete(tx: Txn, op: Complete) -> Applied:
+    if op.consume_signal is not None and not tx.signal_available(op.consume_signal):
+        # Another waiting step used this signal first: wait again (for the next one).
+        op.status, op.output_json, op.consume_signal, op.delay = StepStatus.PENDING, None, None, 0.0
     if op.status is StepStatus.PENDING:
         if not tx.finish_step(op, op.attempt_status or StepStatus.PENDING):
             return Applied(False)
@@ -263,9 +276,11 @@ def _complete(tx: Txn, op: Complete) -> Applied:
                 tx.event(op.run_id, op.step_key, "StepWaitingForSignal", {"signal": op.park}, op.now)
                 if delay <= 0:
                     return Applied(True)
-        not_before = op.now + timedelta(seconds=delay)
+        not_before = op.now + timedelta(seconds=delay) if delay > 0 else None
         queued = tx.queue(op.run_id, [(op.step_key, op.generation + 1)], not_before, op.now)
         return Applied(True, Effects(_dispatches(op.flow_id, op.run_id, queued, delay)))
+    if op.loop is None and op.status not in FINAL_STEP_STATUSES:
+        raise ValueError(f"a completion must end the step (Pending, or a final status), not {op.status.value}")
     if op.loop is not None:
         expanded = _expand(tx, op)
         if expanded is None:
@@ -278,7 +293,7 @@ def _complete(tx: Txn, op: Complete) -> Applied:
             tx.consume_signal(op.consume_signal, op.step_key, op.now)
         tx.event(op.run_id, op.step_key, "Step" + op.status.value, {"error": op.error} if op.error else None, op.now)
         ready, outcome = _propagate(tx, op.run_id, op.graph, [op.step_key], op.now)
-    queued = tx.queue(op.run_id, ready, op.now, op.now) if ready else []
+    queued = tx.queue(op.run_id, ready, None, op.now) if ready else []
     claimed = None
     if queued and op.fold_lease_until is not None:
         key, gen = queued[0]
@@ -431,7 +446,7 @@ def _reconcile(tx: Txn, op: Reconcile) -> Applied:
             tx.event(op.run_id, k, "StepSkipped", None, op.now)
             statuses[k] = StepStatus.SKIPPED
     _recount(tx, op.run_id, op.graph, statuses)
-    queued = tx.queue(op.run_id, [(k, steps[k].generation + 1) for k in decision.ready], op.now, op.now)
+    queued = tx.queue(op.run_id, [(k, steps[k].generation + 1) for k in decision.ready], None, op.now)
     finished = _finish(tx, op.run_id, decision.outcome, op.now)
     return Applied(True, Effects(_dispatches(op.flow_id, op.run_id, queued), finished))
 
@@ -465,7 +480,7 @@ def _signal(tx: Txn, op: Signal) -> Applied:
     tx.insert_signal(op)
     tx.event(op.run_id, None, "SignalReceived", {"signal": op.name}, op.now)
     parked = tx.parked_steps(op.run_id, op.name)
-    queued = tx.queue(op.run_id, [(k, g + 1) for k, g in parked.items()], op.now, op.now) if parked else []
+    queued = tx.queue(op.run_id, [(k, g + 1) for k, g in parked.items()], None, op.now) if parked else []
     flow_id = tx.run_flow(op.run_id)
     return Applied(True, Effects(_dispatches(flow_id, op.run_id, queued)))
 
@@ -487,6 +502,12 @@ def _retry(tx: Txn, op: RetryStep) -> Applied:
     busy = [k for k in after if steps[k].status is StepStatus.RUNNING or steps[k].queued]
     if busy:
         raise InvalidOperationError(f"steps after {op.step_key!r} are still running ({', '.join(busy)}); retry when they finish")
+    statuses = {k: s.status for k, s in steps.items()}
+    if not planner.accepts(op.graph, op.step_key, statuses):
+        waiting = ", ".join(f"{p} ({statuses[p].value})" for p in op.graph.preds[op.step_key])
+        raise InvalidOperationError(
+            f"step {op.step_key!r} cannot run after {waiting}; retry the step before it instead"
+        )
     reset = [op.step_key, *after]
     for k in reset:
         if k in op.graph.loops:
@@ -497,7 +518,7 @@ def _retry(tx: Txn, op: RetryStep) -> Applied:
     statuses = {k: s.status for k, s in steps.items()}
     statuses.update(dict.fromkeys(reset, StepStatus.PENDING))
     _recount(tx, op.run_id, op.graph, statuses)
-    tx.reopen_run(op.run_id)
+    tx.reopen_run(op.run_id, op.deadline)
     tx.event(op.run_id, op.step_key, "StepRetried", None, op.now)
-    queued = tx.queue(op.run_id, [(op.step_key, state.generation + 1)], op.now, op.now)
+    queued = tx.queue(op.run_id, [(op.step_key, state.generation + 1)], None, op.now)
     return Applied(True, Effects(_dispatches(op.flow_id, op.run_id, queued)))

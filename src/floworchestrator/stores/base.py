@@ -230,6 +230,8 @@ class RetryStep:
     step_key: str
     graph: Graph
     now: datetime
+    deadline: datetime | None = None
+    """The run's new deadline (now + the flow's timeout), or None for no timeout."""
 
 
 @dataclass(slots=True)
@@ -339,6 +341,7 @@ class Grant:
     """Result of a successful Claim: what the worker needs to run the handler."""
 
     attempt: int
+    """1 for the first execution of the step since it started or was last retried from the API."""
     manifest_id: str
     trigger_key: str
     trigger_body_json: str
@@ -452,11 +455,14 @@ class Store(ABC):
         """(flow_id, run_id, step_key, generation) of Running steps whose lease ended before ``now``."""
 
     @abstractmethod
-    async def find_queued(self, now: datetime, queued_before: datetime, limit: int = 500) -> list[Dispatch]:
-        """Steps of Running runs that were queued before ``queued_before`` and are still unclaimed.
+    async def find_queued(self, now: datetime, due_before: datetime, limit: int = 500) -> list[Dispatch]:
+        """Unclaimed queued steps of Running runs that were due (``not_before``, or when queued if it
+        has none) before ``due_before``, the longest overdue first.
 
         Each Dispatch's delay is how long until the step's ``not_before``
-        (0 if already due), measured from ``now``.
+        (0 if already due), measured from ``now``. Recovery passes
+        ``now - stale_after`` to find messages that were lost; a start-up
+        pass of a non-durable runtime passes a far future to re-deliver all.
         """
 
     @abstractmethod

@@ -67,6 +67,7 @@ class _Step:
     first_started_at: datetime | None = None
     waiting_signal: str | None = None
     loop_item_json: str | None = None
+    attempt_base: int = 0
     loop_total: int = 0
     loop_started: int = 0
     loop_done: int = 0
@@ -201,7 +202,9 @@ class _MemoryTxn(Txn):
             self._save(row)
             row.waiting = w
 
-    def queue(self, run_id: str, items: Sequence[tuple[str, int]], not_before: datetime, now: datetime) -> list[tuple[str, int]]:
+    def queue(
+        self, run_id: str, items: Sequence[tuple[str, int]], not_before: datetime | None, now: datetime
+    ) -> list[tuple[str, int]]:
         out = []
         for key, gen in items:
             entry = (run_id, key, gen)
@@ -234,10 +237,11 @@ class _MemoryTxn(Txn):
         steps = self.d.steps[op.run_id]
         outputs = {k: (steps[k].status, steps[k].output_json, steps[k].error) for k in op.want_outputs if k in steps}
         signal = None
-        if op.signal is not None:
-            sig = self._unconsumed(op.run_id, op.signal)
+        name = row.waiting_signal or op.signal
+        if name is not None:
+            sig = self._unconsumed(op.run_id, name)
             signal = None if sig is None else (sig.signal_id, sig.payload_json)
-        return Grant(row.attempts, run.rec.manifest_id, run.rec.trigger_key, run.body_json, run.headers_json, outputs,
+        return Grant(row.attempts - row.attempt_base, run.rec.manifest_id, run.rec.trigger_key, run.body_json, run.headers_json, outputs,
                      row.first_started_at, signal, row.loop_item_json)
 
     def _unconsumed(self, run_id: str, name: str) -> _Signal | None:
@@ -274,6 +278,7 @@ class _MemoryTxn(Txn):
             self._save(row)
             row.status, row.queued = status, False
             if reset:
+                row.attempt_base = row.attempts
                 row.output_json = row.error = row.inputs_json = row.trace_json = row.waiting_signal = None
                 row.started_at = row.finished_at = row.owner = row.lease_until = row.not_before = row.first_started_at = None
             elif status in FINAL_STEP_STATUSES:
@@ -292,9 +297,9 @@ class _MemoryTxn(Txn):
         self._set_run(run_id, replace(run.rec, status=status, finished_at=now))
         return True
 
-    def reopen_run(self, run_id: str) -> None:
+    def reopen_run(self, run_id: str, deadline: datetime | None) -> None:
         run = self.d.runs[run_id]
-        self._set_run(run_id, replace(run.rec, status=RunStatus.RUNNING, finished_at=None))
+        self._set_run(run_id, replace(run.rec, status=RunStatus.RUNNING, finished_at=None, deadline=deadline))
 
     def take_back(self, op: ExpireLease, status: StepStatus, error: str) -> bool:
         row = self._step(op.run_id, op.step_key)
@@ -385,6 +390,9 @@ class _MemoryTxn(Txn):
         self.d.signals.append(sig)
         self.undo.append(self.d.signals.pop)
         return sig.signal_id
+
+    def signal_available(self, signal_id: int) -> bool:
+        return 0 < signal_id <= len(self.d.signals) and self.d.signals[signal_id - 1].consumed_by is None
 
     def has_signal(self, run_id: str, name: str) -> bool:
         return self._unconsumed(run_id, name) is not None
@@ -507,17 +515,19 @@ class MemoryStore(Store):
                     out.append((self._d.runs[run_id].rec.flow_id, run_id, k, s.generation))
         return out[:limit]
 
-    async def find_queued(self, now: datetime, queued_before: datetime, limit: int = 500) -> list[Dispatch]:
-        out = []
+    async def find_queued(self, now: datetime, due_before: datetime, limit: int = 500) -> list[Dispatch]:
+        found: list[tuple[datetime, Dispatch]] = []
         for run_id, steps in self._d.steps.items():
             run = self._d.runs[run_id].rec
             if run.status is not RunStatus.RUNNING:
                 continue
             for k, s in steps.items():
-                if s.queued and s.queued_at is not None and s.queued_at < queued_before:
+                due = s.not_before or s.queued_at
+                if s.queued and due is not None and due < due_before:
                     delay = max(0.0, (s.not_before - now).total_seconds()) if s.not_before else 0.0
-                    out.append(Dispatch(run.flow_id, run_id, k, s.generation, delay))
-        return out[:limit]
+                    found.append((due, Dispatch(run.flow_id, run_id, k, s.generation, delay)))
+        found.sort(key=lambda x: x[0])
+        return [d for _, d in found[:limit]]
 
     async def find_overdue_runs(self, now: datetime, limit: int = 500) -> list[str]:
         return [

@@ -131,9 +131,11 @@ class _SQLiteTxn(Txn):
         self.c.execute(Q["set_open_steps"], (open_steps, run_id))
         self.c.executemany(Q["set_waiting"], [(w, run_id, k) for k, w in waiting.items()])
 
-    def queue(self, run_id: str, items: Sequence[tuple[str, int]], not_before: datetime, now: datetime) -> list[tuple[str, int]]:
+    def queue(
+        self, run_id: str, items: Sequence[tuple[str, int]], not_before: datetime | None, now: datetime
+    ) -> list[tuple[str, int]]:
         out = []
-        t_now, t_nb = _ts(now), _ts(not_before)
+        t_now, t_nb = _ts(now), None if not_before is None else _ts(not_before)
         for key, gen in items:
             if self.c.execute(Q["insert_dispatch"], (run_id, key, gen, t_now)).rowcount == 1:
                 self.c.execute(Q["queue_step"], (gen, t_nb, t_now, run_id, key))
@@ -154,8 +156,9 @@ class _SQLiteTxn(Txn):
             if r is not None:
                 outputs[k] = (_STATUS[r[0]], r[1], r[2])
         signal = None
-        if op.signal is not None:
-            sig = self.c.execute(Q["unconsumed_signal"], (op.run_id, op.signal)).fetchone()
+        name = row[3] or op.signal  # the signal it is parked on, if it is
+        if name is not None:
+            sig = self.c.execute(Q["unconsumed_signal"], (op.run_id, name)).fetchone()
             signal = None if sig is None else (int(sig[0]), str(sig[1]))
         return Grant(row[0], manifest_id, trigger_key, body, headers, outputs, _dt(row[1]), signal, row[2])
 
@@ -185,8 +188,8 @@ class _SQLiteTxn(Txn):
     def finish_run(self, run_id: str, status: RunStatus, now: datetime) -> bool:
         return self.c.execute(Q["finish_run"], (status.value, _ts(now), run_id)).rowcount == 1
 
-    def reopen_run(self, run_id: str) -> None:
-        self.c.execute(Q["reopen_run"], (run_id,))
+    def reopen_run(self, run_id: str, deadline: datetime | None) -> None:
+        self.c.execute(Q["reopen_run"], (None if deadline is None else _ts(deadline), run_id))
 
     def take_back(self, op: ExpireLease, status: StepStatus, error: str) -> bool:
         t = _ts(op.now)
@@ -258,6 +261,9 @@ class _SQLiteTxn(Txn):
 
     def insert_signal(self, op: Signal) -> int:
         return int(self.c.execute(Q["insert_signal"], (op.run_id, op.name, op.payload_json, _ts(op.now))).fetchone()[0])
+
+    def signal_available(self, signal_id: int) -> bool:
+        return self.c.execute(Q["signal_available"], (signal_id,)).fetchone() is not None
 
     def has_signal(self, run_id: str, name: str) -> bool:
         return self.c.execute(Q["unconsumed_signal"], (run_id, name)).fetchone() is not None
@@ -412,10 +418,15 @@ class SQLiteStore(Store):
     async def upsert_flows(self, flows: Sequence[tuple[str, str, str, str, bool]], now: datetime) -> None:
         def txn(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
-            for flow_id, version, manifest_id, manifest_json, enabled in flows:
-                conn.execute(Q["upsert_manifest"], (manifest_id, flow_id, manifest_json))
-                conn.execute(Q["upsert_flow"], (flow_id, version, manifest_id, int(enabled), _ts(now)))
-            conn.execute("COMMIT")
+            try:
+                for flow_id, version, manifest_id, manifest_json, enabled in flows:
+                    conn.execute(Q["upsert_manifest"], (manifest_id, flow_id, manifest_json))
+                    conn.execute(Q["upsert_flow"], (flow_id, version, manifest_id, int(enabled), _ts(now)))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
         await self._write(txn)
 
@@ -489,8 +500,8 @@ class SQLiteStore(Store):
         rows = await self._read(lambda c: c.execute(Q["find_expired_leases"], (_ts(now), limit)).fetchall())
         return [(r[0], r[1], r[2], r[3]) for r in rows]
 
-    async def find_queued(self, now: datetime, queued_before: datetime, limit: int = 500) -> list[Dispatch]:
-        rows = await self._read(lambda c: c.execute(Q["find_queued"], (_ts(queued_before), limit)).fetchall())
+    async def find_queued(self, now: datetime, due_before: datetime, limit: int = 500) -> list[Dispatch]:
+        rows = await self._read(lambda c: c.execute(Q["find_queued"], (_ts(due_before), limit)).fetchall())
         t = _ts(now)
         return [Dispatch(r[0], r[1], r[2], r[3], max(0.0, (r[4] or t) - t)) for r in rows]
 

@@ -81,7 +81,7 @@ UPDATE fo_steps SET status = 'Running', queued = 0, owner = ?, lease_until = ?, 
 WHERE run_id = ? AND step_key = ? AND status = 'Pending' AND queued = 1 AND generation = ?
   AND (not_before IS NULL OR not_before <= ?)
   AND EXISTS (SELECT 1 FROM fo_runs r WHERE r.run_id = fo_steps.run_id AND r.status = 'Running')
-RETURNING attempts, first_started_at, loop_item;
+RETURNING attempts - attempt_base, first_started_at, loop_item, waiting_signal;
 
 -- name: claim_context
 SELECT manifest_id, trigger_key, trigger_body, trigger_headers FROM fo_runs WHERE run_id = ?;
@@ -103,7 +103,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
 UPDATE fo_steps SET status = ?, queued = 0, finished_at = ? WHERE run_id = ? AND step_key = ?;
 
 -- name: reset_step
-UPDATE fo_steps SET status = ?, queued = 0, inputs = NULL, output = NULL, error = NULL, started_at = NULL,
+UPDATE fo_steps SET status = ?, queued = 0, attempt_base = attempts, inputs = NULL, output = NULL, error = NULL, started_at = NULL,
     finished_at = NULL, owner = NULL, lease_until = NULL, not_before = NULL, trace = NULL, first_started_at = NULL,
     waiting_signal = NULL
 WHERE run_id = ? AND step_key = ?;
@@ -112,7 +112,7 @@ WHERE run_id = ? AND step_key = ?;
 UPDATE fo_runs SET status = ?, finished_at = ? WHERE run_id = ? AND status = 'Running';
 
 -- name: reopen_run
-UPDATE fo_runs SET status = 'Running', finished_at = NULL WHERE run_id = ?;
+UPDATE fo_runs SET status = 'Running', finished_at = NULL, deadline = ? WHERE run_id = ?;
 
 -- name: expiring_step
 SELECT attempts, owner, started_at FROM fo_steps
@@ -171,8 +171,8 @@ LIMIT ?;
 -- name: find_queued
 SELECT r.flow_id, s.run_id, s.step_key, s.generation, s.not_before
 FROM fo_steps s JOIN fo_runs r ON r.run_id = s.run_id
-WHERE s.queued = 1 AND s.queued_at < ? AND r.status = 'Running'
-ORDER BY s.queued_at
+WHERE s.queued = 1 AND coalesce(s.not_before, s.queued_at) < ? AND r.status = 'Running'
+ORDER BY coalesce(s.not_before, s.queued_at)
 LIMIT ?;
 
 -- name: find_idle_runs
@@ -253,3 +253,6 @@ DELETE FROM fo_steps WHERE run_id = ? AND step_key >= ? AND step_key < ?;
 
 -- name: delete_child_dispatches
 DELETE FROM fo_dispatches WHERE run_id = ? AND step_key >= ? AND step_key < ?;
+
+-- name: signal_available
+SELECT 1 FROM fo_signals WHERE signal_id = ? AND consumed_by IS NULL;

@@ -48,6 +48,7 @@ CREATE TABLE fo_steps (
     generation  INTEGER NOT NULL DEFAULT 0,    -- dispatches so far
     queued      INTEGER NOT NULL DEFAULT 0,    -- dispatched, waiting for a claim
     attempts    INTEGER NOT NULL DEFAULT 0,
+    attempt_base INTEGER NOT NULL DEFAULT 0,   -- attempts before the last retry from the API
     inputs      TEXT,
     output      TEXT,
     error       TEXT,
@@ -68,7 +69,7 @@ CREATE TABLE fo_steps (
 ) WITHOUT ROWID;
 CREATE INDEX fo_steps_parked ON fo_steps (run_id, waiting_signal) WHERE waiting_signal IS NOT NULL;
 CREATE INDEX fo_steps_leases ON fo_steps (lease_until) WHERE status = 'Running';
-CREATE INDEX fo_steps_queued ON fo_steps (queued_at) WHERE queued = 1;
+CREATE INDEX fo_steps_queued ON fo_steps (coalesce(not_before, queued_at)) WHERE queued = 1;
 
 -- The dispatch ledger: a (run, step, generation) is dispatched once.
 CREATE TABLE fo_dispatches (
