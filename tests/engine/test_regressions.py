@@ -1,6 +1,6 @@
-"""Failing tests from a correctness review of the engine and the stores (one test per finding).
+"""Regression tests from a correctness review of the engine and the stores (one test per finding).
 
-Each test states the behaviour DESIGN.md or a contract docstring asks for and currently fails.
+Each test states the behaviour DESIGN.md or a contract docstring asks for; each failed before its fix.
 """
 
 from __future__ import annotations
