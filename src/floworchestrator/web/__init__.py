@@ -1,7 +1,9 @@
 """The web layer: Starlette apps and routes to mount into the host application.
 
-Needs the ``web`` extra (``pip install 'floworchestrator[web]'``). So far it
-holds the webhook receiver (:mod:`floworchestrator.web.webhooks`).
+Needs the ``web`` extra (``pip install 'floworchestrator[web]'``).
+:func:`create_app` serves the JSON API (:mod:`floworchestrator.web.api`) and
+the webhook receiver (:mod:`floworchestrator.web.webhooks`) behind the
+authentication of :mod:`floworchestrator.web.auth`.
 """
 
 try:
@@ -9,6 +11,9 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("floworchestrator.web needs Starlette: pip install 'floworchestrator[web]'") from exc
 
+from .app import create_app
+from .auth import AuthHook, BasicAuth, BearerAuth, NoAuth
+from .mermaid import to_mermaid
 from .webhooks import (
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_PATH,
@@ -25,10 +30,16 @@ __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_PATH",
     "DROPPED_HEADERS",
+    "AuthHook",
+    "BasicAuth",
+    "BearerAuth",
+    "NoAuth",
     "WebhookReceiver",
     "WebhookTarget",
+    "create_app",
     "create_webhook_app",
     "find_webhook",
+    "to_mermaid",
     "trigger_headers",
     "webhook_routes",
 ]
