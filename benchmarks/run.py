@@ -131,6 +131,7 @@ METRICS: dict[str, list[tuple[str, str, bool]]] = {
 TARGETS: dict[str, dict[str, tuple[float, float]]] = {
     "memory": {"W1": (20_000, 40_000), "W1-seq": (1.0, 0.5), "W2": (20_000, 40_000)},
     "sqlite": {"W1": (3_000, 10_000), "W1-seq": (10.0, 5.0), "W2": (3_000, 10_000)},
+    "postgres": {"W1": (2_000, 7_000), "W1-seq": (15.0, 10.0), "W2": (2_000, 7_000)},
 }
 
 
@@ -332,19 +333,50 @@ async def _check_shape(orch: Orchestrator, wl: Workload, run_id: str) -> None:
             raise RuntimeError(f"W4 run {run_id}: the step succeeded on attempt {attempts}, expected {wl.reschedules_per_run + 1}")
 
 
-class Stores:
-    """Hands out a fresh store URL per measurement; SQLite files are copies of a template holding history."""
+def postgres_available() -> bool:
+    try:
+        return importlib.util.find_spec("psycopg") is not None and importlib.util.find_spec("psycopg_pool") is not None
+    except ImportError:
+        return False
 
-    def __init__(self, history_steps: int, concurrency: int) -> None:
+
+def _pg_admin(base_url: str, *statements: str) -> None:
+    """Run statements outside a transaction (CREATE / DROP DATABASE) on the server's admin database."""
+    import psycopg
+
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        for stmt in statements:
+            conn.execute(stmt)
+
+
+def _pg_url(base_url: str, dbname: str) -> str:
+    """``base_url`` (a postgresql:// URL) with its database replaced by ``dbname``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(base_url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
+
+
+class Stores:
+    """Hands out a fresh store URL per measurement: SQLite files and PostgreSQL databases are copies of
+    a template holding history (PostgreSQL: CREATE DATABASE ... TEMPLATE on ``--pg``, dropped after)."""
+
+    def __init__(self, history_steps: int, concurrency: int, pg_url: str = "") -> None:
         self.history_steps = history_steps
         self.concurrency = concurrency
         self.root = tempfile.mkdtemp(prefix="fo-bench-")
         self._template: str | None = None
         self._n = 0
+        self.pg_url = pg_url
+        self._pg_prefix = f"fo_bench_{os.getpid()}"
+        self._pg_template: str | None = None
+        self._pg_dbs: dict[str, str] = {}
 
     async def url(self, store: str) -> str:
         if store == "memory":
             return "memory://"
+        if store == "postgres":
+            return await self._pg_fresh()
         if store != "sqlite":
             raise ValueError(store)
         if self._template is None:
@@ -369,12 +401,50 @@ class Stores:
               f"{time.perf_counter() - t0:.1f}s (not timed)", flush=True)
         return path
 
+    async def _pg_fresh(self) -> str:
+        if self._pg_template is None:
+            self._pg_template = await self._build_pg_template()
+        self._n += 1
+        name = f"{self._pg_prefix}_m{self._n}"
+        await asyncio.to_thread(_pg_admin, self.pg_url, f'CREATE DATABASE "{name}" TEMPLATE "{self._pg_template}"')
+        url = _pg_url(self.pg_url, name)
+        self._pg_dbs[url] = name
+        return url
+
+    async def _build_pg_template(self) -> str:
+        name = f"{self._pg_prefix}_template"
+        await asyncio.to_thread(_pg_admin, self.pg_url, f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"')
+        url = _pg_url(self.pg_url, name)
+        runs = self.history_steps // CHAIN_LEN
+        t0 = time.perf_counter()
+        try:
+            orch = make_orchestrator(url, self.concurrency)
+            async with orch:
+                for i in range(0, runs, HISTORY_BURST):
+                    await _burst(orch, CHAIN_FLOW, min(HISTORY_BURST, runs - i))
+            # Statistics as a long-lived database has them (copied with the template): the planner then
+            # believes almost nothing is pending, the case BENCHMARKS.md warns about.
+            await asyncio.to_thread(_pg_admin, url, "VACUUM ANALYZE")
+        except BaseException:
+            await asyncio.to_thread(_pg_admin, self.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            raise
+        print(f"  postgres history: {runs} finished runs ({runs * CHAIN_LEN} steps) written in "
+              f"{time.perf_counter() - t0:.1f}s (not timed)", flush=True)
+        return name
+
     def release(self, url: str) -> None:
         if url.startswith("sqlite:///"):
             shutil.rmtree(os.path.dirname(url[len("sqlite://"):]), ignore_errors=True)
+        name = self._pg_dbs.pop(url, None)
+        if name is not None:
+            _pg_admin(self.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        names = list(self._pg_dbs.values()) + ([self._pg_template] if self._pg_template else [])
+        self._pg_dbs.clear()
+        for name in names:
+            _pg_admin(self.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def measure_engine(
@@ -431,7 +501,7 @@ def summarise(samples: list[dict[str, float]]) -> dict[str, dict[str, float]]:
 
 
 async def run_all(args: argparse.Namespace) -> dict[str, Any]:
-    stores = Stores(args.history, args.concurrency)
+    stores = Stores(args.history, args.concurrency, args.pg)
     systems: dict[str, Measure] = {"asyncio": measure_floor}
     if "asyncio-queue" in args.floors:
 
@@ -444,6 +514,10 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
         if s == "sqlite" and not sqlite_available():
             skipped[s] = "sqlite store not available"
             print("sqlite store not available (no floworchestrator.stores.sqlite); skipping sqlite", flush=True)
+            continue
+        if s == "postgres" and not postgres_available():
+            skipped[s] = "psycopg / psycopg-pool not installed"
+            print("postgres store not available (no psycopg); skipping postgres", flush=True)
             continue
 
         async def m(wl: Workload, prof: cProfile.Profile | None, _s: str = s) -> dict[str, float]:
@@ -569,7 +643,12 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stores", default="memory,sqlite", help="comma-separated: memory, sqlite (default: both)")
+    p.add_argument("--stores", default="memory,sqlite",
+                   help="comma-separated: memory, sqlite, postgres (default: memory,sqlite)")
+    p.add_argument("--pg", default=os.environ.get("FLOWORCHESTRATOR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
+                   help="postgres: a server's admin database URL; each measurement gets a fresh database "
+                   "created from a template holding --history and dropped after (default: $FLOWORCHESTRATOR_BENCH_PG "
+                   "or postgresql://postgres@127.0.0.1:5432/postgres)")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated: {', '.join(WORKLOADS)} (default: all)")
     p.add_argument("--repeat", type=int, default=3, help="timed measurements per series, after one warm-up (default 3)")
     p.add_argument("--floors", default="asyncio,asyncio-queue",
@@ -577,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
                    "(a queue and --concurrency workers, the in-process runtime's shape); default both")
     p.add_argument("--concurrency", type=int, default=64, help="in-process runtime workers (default 64)")
     p.add_argument("--history", type=int, default=10_000,
-                   help="SQLite: steps of finished runs (10-step chains) in the db before timing (default 10000)")
+                   help="SQLite, PostgreSQL: steps of finished runs (10-step chains) in the db before timing (default 10000)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds one measurement may take before it counts as failed")
     p.add_argument("--json", metavar="FILE", help="write every sample and the summary as JSON")
     p.add_argument("--profile", metavar="FILE", help="cProfile the timed engine measurements (not the floor) into FILE; "

@@ -10,6 +10,7 @@ orchestrator as a *client* (``start(workers=False)``): they write to the store
 and run no step; an orchestrator running on the same store (``serve``, or any
 process with workers) executes what they queue. ``serve`` runs the
 orchestrator with its workers and cron behind an HTTP server for webhooks.
+``prune`` only opens the store, and deletes finished runs older than an age.
 
 Every error the user can cause is one ``Error: ...`` line on stderr with
 exit status 1 (2 for a bad option), never a traceback.
@@ -22,6 +23,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -32,7 +34,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -827,6 +829,57 @@ def rerun(run_id: str, app_spec: str | None, store_url: str | None) -> None:
     flow = f" of {rec.flow_id!r}" if rec is not None else ""
     _echo_wrapped(f"started run {new_id}{flow} with the trigger data of run {run_id}; it is queued: {_pickup(orch)}", err=True)
     click.echo(new_id)
+
+
+# --- retention -----------------------------------------------------------------------------
+
+_AGE = re.compile(r"(\d+)([dhms])")
+_AGE_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def _parse_age(text: str) -> timedelta:
+    """An age given as a whole number and a unit: ``30d``, ``12h``, ``90m``, ``3600s``; BadUsage otherwise."""
+    m = _AGE.fullmatch(text.strip())
+    if m is None:
+        raise BadUsage(f"--older-than must be a number and a unit (d, h, m or s), e.g. 30d, 12h, 90m or 3600s; got {text!r}")
+    amount = int(m.group(1))
+    if amount == 0:
+        raise BadUsage(f"--older-than must be more than zero, got {text!r}")
+    try:
+        return timedelta(**{_AGE_UNITS[m.group(2)]: amount})
+    except OverflowError:
+        raise BadUsage(f"--older-than {text!r} is too far back") from None
+
+
+@main.command()
+@click.option("--older-than", "older_than", required=True, metavar="AGE",
+              help="Delete runs that finished longer ago than this: 30d, 12h, 90m or 3600s.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True, metavar="N",
+              help="Runs deleted per transaction.")
+@_app_options
+def prune(older_than: str, batch_size: int, app_spec: str | None, store_url: str | None) -> None:
+    """Delete finished runs older than AGE, with their steps, attempts, events and signals.
+
+    Only runs that have finished (Succeeded, Failed, Cancelled, TimedOut)
+    and whose end is older than AGE go; Running runs stay, however old.
+    The store is only opened: nothing runs, and orchestrators working on it
+    go on meanwhile (runs are deleted in short transactions of --batch-size).
+    """
+    age = _parse_age(older_than)
+    try:
+        cutoff = datetime.now(UTC) - age
+    except OverflowError:
+        raise BadUsage(f"--older-than {older_than!r} is too far back") from None
+    orch = _load(app_spec, store_url)
+
+    async def act(_store: Store) -> int:
+        return await orch.prune(cutoff, batch_size=batch_size)
+
+    deleted = _run(_reading(orch, act))
+    runs = f"{deleted} run{'' if deleted == 1 else 's'}"
+    click.echo(f"Deleted {runs} that finished before {_when(cutoff)} (older than {older_than.strip()}).")
+    if isinstance(orch.store, MemoryStore):
+        click.echo("(the store is in memory: runs of other processes are not visible here; pass --store)", err=True)
 
 
 # --- schedules -----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -334,6 +334,38 @@ class Orchestrator:
         """Enable or disable a flow (a disabled flow starts no run from any trigger)."""
         if flow_id not in self._flows or not await self.store.set_flow_enabled(flow_id, enabled, utcnow()):
             raise UnknownFlowError(flow_id)
+
+    # -- retention ---------------------------------------------------------------------
+
+    async def prune(self, older_than: timedelta | datetime, *, batch_size: int = 500) -> int:
+        """Delete the runs that finished more than ``older_than`` ago (a timedelta) or before it (an
+        aware datetime), with their steps, attempts, events and signals; return how many.
+
+        Running runs are never deleted, however old. The work is done in
+        transactions of ``batch_size`` runs, so the engine keeps running
+        meanwhile; it may be called on a started orchestrator or on one whose
+        store is merely open. Raises InvalidOperationError for a timedelta that
+        is not positive, or a datetime that is naive or in the future.
+        """
+        now = utcnow()
+        if isinstance(older_than, timedelta):
+            if older_than <= timedelta(0):
+                raise InvalidOperationError(f"prune needs a positive age, got {older_than}")
+            cutoff = now - older_than
+        elif isinstance(older_than, datetime):
+            if older_than.tzinfo is None or older_than.utcoffset() is None:
+                raise InvalidOperationError(f"prune needs a timezone-aware datetime, got naive {older_than.isoformat()}")
+            if older_than > now:
+                raise InvalidOperationError(f"prune cannot delete runs finished before a future time ({older_than.isoformat()})")
+            cutoff = older_than
+        else:
+            raise InvalidOperationError(f"prune needs a timedelta or a datetime, got {type(older_than).__name__}")
+        if batch_size < 1:
+            raise InvalidOperationError(f"batch_size must be at least 1, got {batch_size}")
+        deleted = await self.store.prune(cutoff, batch_size=batch_size)
+        log.info("pruned %d run(s) finished before %s", deleted, cutoff.isoformat(),
+                 extra={"event": "runs.pruned", "deleted": deleted})
+        return deleted
 
     # -- reads -------------------------------------------------------------------------
 

@@ -55,13 +55,14 @@ async def test_newer_database_is_refused(pg_url: str) -> None:
 
 
 async def test_older_database_is_migrated(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = [(2, "add_note", "ALTER TABLE fo_runs ADD COLUMN note text;\nCREATE INDEX fo_runs_note ON fo_runs (note);")]
+    nxt = sql.schema_version("postgres") + 1  # a migration beyond the current version
+    fake = [(nxt, "add_note", "ALTER TABLE fo_runs ADD COLUMN note text;\nCREATE INDEX fo_runs_note ON fo_runs (note);")]
     monkeypatch.setattr(sql, "migrations", lambda dialect: fake)
-    monkeypatch.setattr(sql, "schema_version", lambda dialect: 2)
+    monkeypatch.setattr(sql, "schema_version", lambda dialect: nxt)
     store = PostgresStore(pg_url)
     await store.open()
     await store.close()
-    assert query(pg_url, "SELECT version FROM fo_schema_version") == [(2,)]
+    assert query(pg_url, "SELECT version FROM fo_schema_version") == [(nxt,)]
     assert query(pg_url, "SELECT 1 FROM information_schema.columns WHERE table_name = 'fo_runs' AND column_name = 'note'")
 
 

@@ -45,12 +45,13 @@ async def test_older_database_is_migrated(tmp_path: Path, monkeypatch: pytest.Mo
     store = SQLiteStore(path)
     await store.open()
     await store.close()
-    fake = [(2, "add_note", "ALTER TABLE fo_runs ADD COLUMN note TEXT;\nCREATE INDEX fo_runs_note ON fo_runs (note);")]
+    nxt = sql.schema_version("sqlite") + 1  # a migration beyond the current version
+    fake = [(nxt, "add_note", "ALTER TABLE fo_runs ADD COLUMN note TEXT;\nCREATE INDEX fo_runs_note ON fo_runs (note);")]
     monkeypatch.setattr(sql, "migrations", lambda dialect: fake)
-    monkeypatch.setattr(sql, "schema_version", lambda dialect: 2)
+    monkeypatch.setattr(sql, "schema_version", lambda dialect: nxt)
     await SQLiteStore(path).open()
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT version FROM fo_schema_version").fetchone() == (2,)
+    assert conn.execute("SELECT version FROM fo_schema_version").fetchone() == (nxt,)
     assert "note" in [r[1] for r in conn.execute("PRAGMA table_info(fo_runs)")]
 
 

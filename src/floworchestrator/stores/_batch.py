@@ -94,6 +94,16 @@ class Txn(ABC):
     def close(self, run_id: str, n: int) -> int:
         """Subtract ``n`` (may be negative) from the run's open-step count; return the new count."""
 
+    def release_close(
+        self, run_id: str, keys: Sequence[str], preds: Iterable[str], n: int
+    ) -> tuple[dict[str, int], dict[str, StepStatus], int]:
+        """:meth:`release` ``keys``, then, if some step now waits for nothing, :meth:`load_statuses` of
+        ``preds``, and :meth:`close` ``n``; return the three results (the statuses empty if no step is
+        ready). A store may do it all in one statement (one round trip)."""
+        zero = self.release(run_id, keys) if keys else {}
+        statuses = self.load_statuses(run_id, preds) if zero else {}
+        return zero, statuses, self.close(run_id, n)
+
     @abstractmethod
     def set_counters(self, run_id: str, open_steps: int, waiting: Mapping[str, int]) -> None:
         """Overwrite the run's open-step count and the given steps' ``waiting``."""
@@ -106,6 +116,16 @@ class Txn(ABC):
         Pending, queued, at that generation, claimable from ``not_before`` (None: at once — not
         compared with any clock, so a worker whose clock lags a little still takes it). Return the
         (key, generation) pairs inserted."""
+
+    def queue_claim(
+        self, run_id: str, items: Sequence[tuple[str, int]], claim: Claim | None, now: datetime
+    ) -> tuple[list[tuple[str, int]], Grant | None]:
+        """:meth:`queue` ``items`` at once, then, if ``claim`` names one of the items really queued,
+        :meth:`claim` it. A store may send the claim without waiting for the queue's answer."""
+        queued = self.queue(run_id, items, None, now)
+        if claim is None or (claim.step_key, claim.generation) not in queued:
+            return queued, None
+        return queued, self.claim(claim)
 
     @abstractmethod
     def claim(self, op: Claim) -> Grant | None:
@@ -293,15 +313,19 @@ def _complete(tx: Txn, op: Complete) -> Applied:
             tx.consume_signal(op.consume_signal, op.step_key, op.now)
         tx.event(op.run_id, op.step_key, "Step" + op.status.value, {"error": op.error} if op.error else None, op.now)
         ready, outcome = _propagate(tx, op.run_id, op.graph, [op.step_key], op.now)
-    queued = tx.queue(op.run_id, ready, None, op.now) if ready else []
     claimed = None
-    if queued and op.fold_lease_until is not None:
-        key, gen = queued[0]
+    queued = []
+    if ready and op.fold_lease_until is None:
+        queued = tx.queue(op.run_id, ready, None, op.now)
+    elif ready and op.fold_lease_until is not None:
+        # Claim the first ready step for this worker in the same transaction (sent with the queueing).
+        key, gen = ready[0]
         wants = op.fold_wants.get(key, ()) if op.fold_wants else ()
-        grant = tx.claim(Claim(op.flow_id, op.run_id, key, gen, op.owner, op.fold_lease_until, op.now, wants))
+        fold = Claim(op.flow_id, op.run_id, key, gen, op.owner, op.fold_lease_until, op.now, wants)
+        queued, grant = tx.queue_claim(op.run_id, ready, fold, op.now)
         if grant is not None:
             claimed = (key, gen, grant)
-            queued = queued[1:]
+            queued = [q for q in queued if q != (key, gen)]
     finished = _finish(tx, op.run_id, outcome, op.now)
     if not queued and not finished:
         return Applied(True, _NO_EFFECTS, claimed)
@@ -333,16 +357,22 @@ def _propagate(
     whose children all did; return (ready steps with their next generation, the run's outcome if it
     has no open step left)."""
     ready: list[tuple[str, int]] = []
-    closed = 0
+    closed = 0  # steps made final after the first pass, not yet subtracted from the run's open count
+    remaining: int | None = None
     settled: set[tuple[str, int]] = set()
     frontier: Sequence[str] = finished
     while frontier:
-        closed += len(frontier)
         after: list[str] = []
         succs = [s for k in frontier for s in graph.succs_of(k)]
-        zero = tx.release(run_id, succs) if succs else {}
+        if remaining is None:
+            # The first pass (usually the only one): release, read and close in one go.
+            preds = {p for s in dict.fromkeys(succs) for p in graph.preds_of(s)}
+            zero, statuses, remaining = tx.release_close(run_id, succs, preds, len(frontier))
+        else:
+            closed += len(frontier)
+            zero = tx.release(run_id, succs) if succs else {}
+            statuses = tx.load_statuses(run_id, {p for z in zero for p in graph.preds_of(z)}) if zero else {}
         if zero:
-            statuses = tx.load_statuses(run_id, {p for z in zero for p in graph.preds_of(z)})
             for key, gen in zero.items():
                 verdict = planner.accepts(graph, key, statuses)
                 if verdict:
@@ -356,7 +386,8 @@ def _propagate(
         if graph.loops:
             after.extend(_settle_items(tx, run_id, graph, frontier, ready, settled, now))
         frontier = after
-    remaining = tx.close(run_id, closed)
+    if remaining is None or closed:
+        remaining = tx.close(run_id, closed)
     if remaining > 0 or ready:
         return ready, None
     steps = tx.load_steps(run_id)

@@ -490,3 +490,23 @@ class Store(ABC):
         a completion and its successors can not leave one, but a lost write of
         an older version or a manual database edit could).
         """
+
+    @abstractmethod
+    async def prune(self, older_than: datetime, *, batch_size: int = 500) -> int:
+        """Delete finished runs whose ``finished_at`` is before ``older_than``; return how many.
+
+        A run goes with everything of its own: its steps, attempts, dispatch
+        ledger rows, events, signals and the cron fire ledger row that points at
+        it. Running runs are never touched (nor is any part of them), whatever
+        their age, and neither are flows, manifests (a run still running, or
+        another instance, may use one) or schedules. An idempotency key whose
+        run is pruned is free again: a later trigger with it starts a new run.
+
+        Runs are deleted in batches of at most ``batch_size`` (> 0), each batch
+        in a transaction of its own, so no lock is held for long and the
+        engine's writes go on in between. A run that is busy when its batch is
+        taken (one that a concurrent write is retrying) may be left for the
+        next prune. Since a cron run's fire ledger row goes with it,
+        ``older_than`` should be well before any cron tick still to be fired
+        (minutes at least): the orchestrator never prunes into the future.
+        """

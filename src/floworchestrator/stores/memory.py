@@ -7,6 +7,8 @@ so it passes the same contract suite.
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import functools
 import json
 import operator
@@ -83,8 +85,11 @@ class _Data:
     ledger: set[tuple[str, str, int]] = field(default_factory=set)
     attempts: dict[str, list[AttemptRecord]] = field(default_factory=dict)
     events: list[EventRecord] = field(default_factory=list)
+    """In id order; ids are never reused, also after prune() removed some."""
+    event_seq: int = 0
     fires: dict[tuple[str, str, datetime], str] = field(default_factory=dict)
-    signals: list[_Signal] = field(default_factory=list)
+    signals: dict[int, _Signal] = field(default_factory=dict)
+    signal_seq: int = 0
     schedules: dict[tuple[str, str], tuple[bool, str | None]] = field(default_factory=dict)
 
 
@@ -245,7 +250,7 @@ class _MemoryTxn(Txn):
                      row.first_started_at, signal, row.loop_item_json)
 
     def _unconsumed(self, run_id: str, name: str) -> _Signal | None:
-        for sig in self.d.signals:
+        for sig in self.d.signals.values():
             if sig.run_id == run_id and sig.name == name and sig.consumed_by is None:
                 return sig
         return None
@@ -386,13 +391,21 @@ class _MemoryTxn(Txn):
         return None
 
     def insert_signal(self, op: Signal) -> int:
-        sig = _Signal(len(self.d.signals) + 1, op.run_id, op.name, op.payload_json, op.now)
-        self.d.signals.append(sig)
-        self.undo.append(self.d.signals.pop)
+        d = self.d
+        d.signal_seq += 1
+        sig = _Signal(d.signal_seq, op.run_id, op.name, op.payload_json, op.now)
+        d.signals[sig.signal_id] = sig
+
+        def restore() -> None:
+            del d.signals[sig.signal_id]
+            d.signal_seq -= 1
+
+        self.undo.append(restore)
         return sig.signal_id
 
     def signal_available(self, signal_id: int) -> bool:
-        return 0 < signal_id <= len(self.d.signals) and self.d.signals[signal_id - 1].consumed_by is None
+        sig = self.d.signals.get(signal_id)
+        return sig is not None and sig.consumed_by is None
 
     def has_signal(self, run_id: str, name: str) -> bool:
         return self._unconsumed(run_id, name) is not None
@@ -410,7 +423,7 @@ class _MemoryTxn(Txn):
             row.waiting_signal = name
 
     def consume_signal(self, signal_id: int, step_key: str, now: datetime) -> None:
-        sig = self.d.signals[signal_id - 1]
+        sig = self.d.signals[signal_id]
         old = (sig.consumed_by, sig.consumed_at)
         sig.consumed_by, sig.consumed_at = step_key, now
 
@@ -420,9 +433,15 @@ class _MemoryTxn(Txn):
         self.undo.append(restore)
 
     def event(self, run_id: str, step_key: str | None, kind: str, data: object, now: datetime) -> None:
-        ev = self.d.events
-        ev.append(EventRecord(len(ev) + 1, run_id, step_key, kind, data, now))
-        self.undo.append(ev.pop)
+        d = self.d
+        d.event_seq += 1
+        d.events.append(EventRecord(d.event_seq, run_id, step_key, kind, data, now))
+
+        def restore() -> None:
+            d.events.pop()
+            d.event_seq -= 1
+
+        self.undo.append(restore)
 
 
 class MemoryStore(Store):
@@ -504,8 +523,9 @@ class MemoryStore(Store):
         return list(self._d.attempts.get(run_id, []))
 
     async def get_events(self, run_id: str | None = None, after: int = 0, limit: int = 1000) -> list[EventRecord]:
-        evs = self._d.events[after:]
-        return [e for e in evs if run_id is None or e.run_id == run_id][:limit]
+        evs = self._d.events
+        start = bisect.bisect_right(evs, after, key=operator.attrgetter("event_id"))
+        return [e for e in evs[start:] if run_id is None or e.run_id == run_id][:limit]
 
     async def find_expired_leases(self, now: datetime, limit: int = 500) -> list[tuple[str, str, str, int]]:
         out = []
@@ -538,7 +558,7 @@ class MemoryStore(Store):
     async def get_signals(self, run_id: str) -> list[SignalRecord]:
         return [
             SignalRecord(s.signal_id, s.run_id, s.name, _loads(s.payload_json), s.created_at, s.consumed_by)
-            for s in self._d.signals if s.run_id == run_id
+            for s in self._d.signals.values() if s.run_id == run_id
         ]
 
     async def get_schedule_overrides(self) -> dict[tuple[str, str], tuple[bool, str | None]]:
@@ -560,3 +580,42 @@ class MemoryStore(Store):
             ):
                 out.append((run.rec.flow_id, run_id, run.rec.manifest_id))
         return out[:limit]
+
+    # -- retention ---------------------------------------------------------------------
+
+    async def prune(self, older_than: datetime, *, batch_size: int = 500) -> int:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        candidates = sorted(run_id for run_id, run in self._d.runs.items() if self._prunable(run, older_than))
+        deleted = 0
+        for i in range(0, len(candidates), batch_size):
+            if i:
+                await asyncio.sleep(0)  # a batch at a time: the engine's writes go on in between
+            # Checked again: a run may have been retried (Running again) since the list was made.
+            gone = {r for r in candidates[i : i + batch_size] if (run := self._d.runs.get(r)) and self._prunable(run, older_than)}
+            self._delete_runs(gone)
+            deleted += len(gone)
+        return deleted
+
+    @staticmethod
+    def _prunable(run: _Run, older_than: datetime) -> bool:
+        rec = run.rec
+        return rec.status is not RunStatus.RUNNING and rec.finished_at is not None and rec.finished_at < older_than
+
+    def _delete_runs(self, gone: set[str]) -> None:
+        if not gone:
+            return
+        d = self._d
+        for run_id in gone:
+            rec = d.runs.pop(run_id).rec
+            d.steps.pop(run_id, None)
+            d.attempts.pop(run_id, None)
+            key = (rec.flow_id, rec.idempotency_key or "")
+            if rec.idempotency_key is not None and d.run_keys.get(key) == run_id:
+                del d.run_keys[key]
+        d.ledger.difference_update([e for e in d.ledger if e[0] in gone])
+        d.events[:] = [e for e in d.events if e.run_id not in gone]
+        for signal_id in [i for i, s in d.signals.items() if s.run_id in gone]:
+            del d.signals[signal_id]
+        for fire in [f for f, run_id in d.fires.items() if run_id in gone]:
+            del d.fires[fire]

@@ -81,6 +81,43 @@ _SCHEMA_EXISTS = "SELECT to_regclass('fo_schema_version') IS NOT NULL"
 # Lock the runs a batch touches, in one order for every writer (ORDER BY locks rows as it returns them).
 _LOCK_RUNS = "SELECT run_id FROM fo_runs WHERE run_id = ANY(%s) ORDER BY run_id FOR UPDATE"
 
+# Set-based forms of primitives the other dialects run statement by statement (so no named queries: every
+# dialect's queries.sql must define the same names). Each replaces several dependent round trips by one.
+# Txn.release_close: release the successors (one decrement per occurrence of a key), close the run's
+# finished steps, and, only if a successor now waits for nothing, read the given predecessors' statuses
+# (release changes no status, so the statement's snapshot has them right).
+_RELEASE_CLOSE = """
+WITH r AS (
+    UPDATE fo_steps s SET waiting = s.waiting - r.n
+    FROM (SELECT k, count(*)::integer AS n FROM unnest(%(keys)s::text[]) AS k GROUP BY k) r
+    WHERE s.run_id = %(run)s AND s.step_key = r.k
+    RETURNING s.step_key, s.waiting, s.status, s.queued, s.generation
+), c AS (
+    UPDATE fo_runs SET open_steps = open_steps - %(n)s WHERE run_id = %(run)s RETURNING open_steps
+)
+SELECT 0, step_key, waiting, status, queued, generation FROM r
+UNION ALL
+SELECT 1, p.step_key, NULL, p.status, NULL, NULL FROM fo_steps p
+WHERE p.run_id = %(run)s AND p.step_key = ANY(%(preds)s::text[])
+  AND EXISTS (SELECT 1 FROM r WHERE r.waiting = 0 AND r.status = 'Pending' AND NOT r.queued)
+UNION ALL
+SELECT 2, NULL, open_steps, NULL, NULL, NULL FROM c
+"""
+# Txn.queue for many items at once: the ledger rows really inserted, and those steps queued.
+_QUEUE_MANY = """
+WITH d AS (
+    INSERT INTO fo_dispatches (run_id, step_key, generation, dispatched_at)
+    SELECT %(run)s, t.k, t.g, %(now)s FROM unnest(%(keys)s::text[], %(gens)s::integer[]) AS t(k, g)
+    ON CONFLICT DO NOTHING
+    RETURNING step_key, generation
+), u AS (
+    UPDATE fo_steps s SET status = 'Pending', queued = true, generation = d.generation, not_before = %(nb)s,
+        queued_at = %(now)s
+    FROM d WHERE s.run_id = %(run)s AND s.step_key = d.step_key
+)
+SELECT step_key, generation FROM d
+"""
+
 #: How many times a batch is tried when it fails in a way a new transaction may not.
 _ATTEMPTS = 5
 
@@ -132,10 +169,24 @@ def _run_ids(ops: Sequence[Op]) -> list[str]:
 
 
 class _PgTxn(Txn):
-    __slots__ = ("c",)
+    """Attempts and events (written, never read, by a batch) are kept and inserted together by
+    :meth:`flush` before COMMIT: one statement each per batch instead of one per row."""
+
+    __slots__ = ("attempts", "c", "events")
 
     def __init__(self, cur: Cursor) -> None:
         self.c = cur
+        self.attempts: list[tuple[Any, ...]] = []
+        self.events: list[tuple[Any, ...]] = []
+
+    def flush(self) -> None:
+        """Insert the attempts and events kept so far, each set in the order it was recorded."""
+        if self.attempts:
+            self.c.execute(Q["insert_attempt"], [list(col) for col in zip(*self.attempts, strict=True)])
+            self.attempts = []
+        if self.events:
+            self.c.execute(Q["insert_event"], [list(col) for col in zip(*self.events, strict=True)])
+            self.events = []
 
     def flow_enabled(self, flow_id: str) -> bool:
         row = self.c.execute(Q["flow_enabled"], (flow_id,)).fetchone()
@@ -183,6 +234,34 @@ class _PgTxn(Txn):
         row = self.c.execute(Q["close_steps"], (n, run_id)).fetchone()
         return int(row[0]) if row is not None else 0
 
+    def release_close(
+        self, run_id: str, keys: Sequence[str], preds: Iterable[str], n: int
+    ) -> tuple[dict[str, int], dict[str, StepStatus], int]:
+        rows = self.c.execute(_RELEASE_CLOSE, {"keys": list(keys), "run": run_id, "n": n, "preds": list(preds)}).fetchall()
+        ready: dict[str, int] = {}
+        statuses: dict[str, StepStatus] = {}
+        remaining = 0
+        for kind, k, waiting, status, queued, gen in rows:
+            if kind == 0:
+                if waiting == 0 and status == "Pending" and not queued:
+                    ready[k] = gen
+            elif kind == 1:
+                statuses[k] = _STATUS[status]
+            else:
+                remaining = int(waiting)
+        zero = {k: ready[k] for k in dict.fromkeys(keys) if k in ready}  # in the order the keys were given
+        return zero, (statuses if zero else {}), remaining
+
+    def _send_queue(self, run_id: str, items: Sequence[tuple[str, int]], not_before: datetime | None, now: datetime) -> Cursor:
+        t_nb = None if not_before is None else _ts(not_before)
+        params = {"run": run_id, "keys": [k for k, _ in items], "gens": [g for _, g in items], "nb": t_nb, "now": _ts(now)}
+        return self.c.connection.cursor().execute(_QUEUE_MANY, params)
+
+    @staticmethod
+    def _queued(items: Sequence[tuple[str, int]], cur: Cursor) -> list[tuple[str, int]]:
+        got = {(k, g) for k, g in cur.fetchall()}
+        return [item for item in items if item in got]  # in the order of the items
+
     def set_counters(self, run_id: str, open_steps: int, waiting: Mapping[str, int]) -> None:
         self.c.execute(Q["set_open_steps"], (open_steps, run_id))
         if waiting:
@@ -191,6 +270,8 @@ class _PgTxn(Txn):
     def queue(
         self, run_id: str, items: Sequence[tuple[str, int]], not_before: datetime | None, now: datetime
     ) -> list[tuple[str, int]]:
+        if len(items) > 1 and len({k for k, _ in items}) == len(items):
+            return self._queued(items, self._send_queue(run_id, items, not_before, now))
         out = []
         t_now, t_nb = _ts(now), None if not_before is None else _ts(not_before)
         for key, gen in items:
@@ -199,13 +280,36 @@ class _PgTxn(Txn):
                 out.append((key, gen))
         return out
 
+    def queue_claim(
+        self, run_id: str, items: Sequence[tuple[str, int]], claim: Claim | None, now: datetime
+    ) -> tuple[list[tuple[str, int]], Grant | None]:
+        if claim is None or len({k for k, _ in items}) != len(items):
+            return super().queue_claim(run_id, items, claim, now)
+        # The claim goes out right behind the queueing, without waiting for its answer: one round trip.
+        # Conditional on the step being queued at that generation, it matches only if the queueing did
+        # it (or an earlier batch did and no worker took it yet: then that dispatch finds it claimed).
+        q_cur = self._send_queue(run_id, items, None, now)
+        grant_of = self._send_claim(claim)
+        queued = self._queued(items, q_cur)
+        return queued, grant_of()
+
     def claim(self, op: Claim) -> Grant | None:
+        return self._send_claim(op)()
+
+    def _send_claim(self, op: Claim) -> Callable[[], Grant | None]:
+        """Send the claim's statements; return what reads their answers (the first round trip)."""
         # The grant's reads go out right behind the conditional update: one round trip in all.
         t = _ts(op.now)
         conn = self.c.connection
-        row_cur = self.c.execute(Q["claim_step"], (op.owner, _ts(op.lease_until), t, t, op.run_id, op.step_key, op.generation, t))
+        row_cur = conn.cursor().execute(
+            Q["claim_step"], (op.owner, _ts(op.lease_until), t, t, op.run_id, op.step_key, op.generation, t)
+        )
         ctx_cur = conn.cursor().execute(Q["claim_context"], (op.run_id,))
         out_curs = [(k, conn.cursor().execute(Q["step_output"], (op.run_id, k))) for k in op.want_outputs]
+        return lambda: self._grant(op, row_cur, ctx_cur, out_curs)
+
+    def _grant(self, op: Claim, row_cur: Cursor, ctx_cur: Cursor, out_curs: list[tuple[str, Cursor]]) -> Grant | None:
+        conn = self.c.connection
         row = row_cur.fetchone()
         if row is None:
             return None
@@ -231,9 +335,8 @@ class _PgTxn(Txn):
         ).fetchone()
         if row is None:
             return False
-        self.c.execute(
-            Q["insert_attempt"],
-            (op.run_id, op.step_key, row[0], op.generation, attempt_status.value, op.owner, _ts(op.started_at), t, op.error),
+        self.attempts.append(
+            (op.run_id, op.step_key, row[0], op.generation, attempt_status.value, op.owner, _ts(op.started_at), t, op.error)
         )
         return True
 
@@ -263,10 +366,9 @@ class _PgTxn(Txn):
         if row is None:
             return False
         attempts, owner, started = row
-        self.c.execute(
-            Q["insert_attempt"],
+        self.attempts.append(
             (op.run_id, op.step_key, attempts, op.generation, status.value, owner, started if started is not None else t, t,
-             error.format(owner=owner)),
+             error.format(owner=owner))
         )
         self.c.execute(Q["expire_step"], (op.run_id, op.step_key))
         return True
@@ -303,8 +405,8 @@ class _PgTxn(Txn):
     def finish_loop(self, run_id: str, parent: str, status: StepStatus, output_json: str, error: str | None, now: datetime) -> None:
         t = _ts(now)
         attempts, generation, started = _one(self.c.execute(Q["finish_loop"], (status.value, output_json, error, t, run_id, parent)))
-        self.c.execute(
-            Q["insert_attempt"], (run_id, parent, attempts, generation, status.value, None, started if started is not None else t, t, error)
+        self.attempts.append(
+            (run_id, parent, attempts, generation, status.value, None, started if started is not None else t, t, error)
         )
 
     def load_outputs(self, run_id: str, keys: Sequence[str]) -> dict[str, tuple[StepStatus, str | None, str | None]]:
@@ -341,7 +443,7 @@ class _PgTxn(Txn):
         self.c.execute(Q["consume_signal"], (step_key, _ts(now), signal_id))
 
     def event(self, run_id: str, step_key: str | None, kind: str, data: object, now: datetime) -> None:
-        self.c.execute(Q["insert_event"], (run_id, step_key, kind, None if data is None else json.dumps(data), _ts(now)))
+        self.events.append((run_id, step_key, kind, None if data is None else json.dumps(data), _ts(now)))
 
 
 class PostgresStore(Store):
@@ -516,7 +618,9 @@ class PostgresStore(Store):
                         cur.execute(b"BEGIN")
                         if runs:
                             cur.execute(_LOCK_RUNS, (runs,))
-                        results = apply_ops(_PgTxn(cur), ops)
+                        tx = _PgTxn(cur)
+                        results = apply_ops(tx, ops)
+                        tx.flush()
                         committing = True
                         cur.execute(b"COMMIT")
                     return results
@@ -653,3 +757,38 @@ class PostgresStore(Store):
     async def find_idle_runs(self, limit: int = 500) -> list[tuple[str, str, str]]:
         rows = await self._fetchall(Q["find_idle_runs"], (limit,))
         return [(r[0], r[1], r[2]) for r in rows]
+
+    # -- retention ---------------------------------------------------------------------
+
+    async def prune(self, older_than: datetime, *, batch_size: int = 500) -> int:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        t = _ts(older_than)
+
+        async def batch(conn: AsyncConn, after: str) -> tuple[int, str | None]:
+            # One short transaction per batch, on a pooled connection (not a writer's): the
+            # engine's batches go on in between, and wait only for the runs this batch holds.
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.execute(Q["prune_candidates"], (after, t, batch_size))
+                ids = [str(r[0]) for r in await cur.fetchall()]
+                if not ids:
+                    return 0, None
+                arg = (ids,)
+                await cur.execute(Q["prune_steps"], arg)
+                await cur.execute(Q["prune_dispatches"], arg)
+                await cur.execute(Q["prune_attempts"], arg)
+                await cur.execute(Q["prune_events"], arg)
+                await cur.execute(Q["prune_signals"], arg)
+                await cur.execute(Q["prune_cron_fires"], arg)
+                await cur.execute(Q["prune_runs"], arg)
+                return cur.rowcount, ids[-1]
+
+        def from_(after: str) -> Callable[[AsyncConn], Any]:
+            return lambda conn: batch(conn, after)
+
+        total = 0
+        cursor: str | None = ""
+        while cursor is not None:
+            n, cursor = await self._pooled(from_(cursor))
+            total += n
+        return total

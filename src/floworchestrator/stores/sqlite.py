@@ -11,6 +11,7 @@ lock and ``busy_timeout`` serialise their writers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 import threading
@@ -531,3 +532,39 @@ class SQLiteStore(Store):
     async def find_idle_runs(self, limit: int = 500) -> list[tuple[str, str, str]]:
         rows = await self._read(lambda c: c.execute(Q["find_idle_runs"], (limit,)).fetchall())
         return [(r[0], r[1], r[2]) for r in rows]
+
+    # -- retention ---------------------------------------------------------------------
+
+    async def prune(self, older_than: datetime, *, batch_size: int = 500) -> int:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        t = _ts(older_than)
+
+        def batch(conn: sqlite3.Connection, after: str) -> tuple[int, str | None]:
+            # One short write transaction per batch: the group committer's batches run in between.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [r[0] for r in conn.execute(Q["prune_candidates"], (after, t, batch_size))]
+                deleted = 0
+                if ids:
+                    arg = (json.dumps(ids),)
+                    conn.execute(Q["prune_steps"], arg)
+                    conn.execute(Q["prune_dispatches"], arg)
+                    conn.execute(Q["prune_attempts"], arg)
+                    conn.execute(Q["prune_events"], arg)
+                    conn.execute(Q["prune_signals"], arg)
+                    conn.execute(Q["prune_cron_fires"], arg)
+                    deleted = conn.execute(Q["prune_runs"], arg).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return deleted, ids[-1] if ids else None
+
+        total = 0
+        after: str | None = ""
+        while after is not None:
+            n, after = await self._write(functools.partial(batch, after=after))
+            total += n
+        return total

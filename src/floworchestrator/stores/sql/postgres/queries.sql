@@ -103,8 +103,10 @@ WHERE run_id = %s AND step_key = %s AND status = 'Running' AND generation = %s A
 RETURNING attempts;
 
 -- name: insert_attempt
+-- Many at once (a batch keeps them until it commits), one array per column, inserted in array order.
 INSERT INTO fo_attempts (run_id, step_key, attempt, generation, status, owner, started_at, finished_at, error)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s);
+SELECT r, k, a, g, st, o, s, f, e FROM unnest(%s::text[], %s::text[], %s::integer[], %s::integer[], %s::text[], %s::text[],
+    %s::double precision[], %s::double precision[], %s::text[]) WITH ORDINALITY AS t(r, k, a, g, st, o, s, f, e, i) ORDER BY i;
 
 -- name: set_step_status
 UPDATE fo_steps SET status = %s, queued = false, finished_at = %s WHERE run_id = %s AND step_key = %s;
@@ -138,7 +140,10 @@ UPDATE fo_steps SET lease_until = %s
 WHERE run_id = %s AND step_key = %s AND generation = %s AND owner = %s AND status = 'Running';
 
 -- name: insert_event
-INSERT INTO fo_events (run_id, step_key, kind, data, at) VALUES (%s, %s, %s, %s, %s);
+-- Many at once (a batch keeps them until it commits), one array per column, inserted in array order.
+INSERT INTO fo_events (run_id, step_key, kind, data, at)
+SELECT r, k, kind, d, at FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::double precision[])
+    WITH ORDINALITY AS t(r, k, kind, d, at, i) ORDER BY i;
 
 -- name: get_run
 SELECT run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_headers, idempotency_key,
@@ -267,3 +272,35 @@ DELETE FROM fo_dispatches WHERE run_id = %s AND step_key >= %s AND step_key < %s
 
 -- name: signal_available
 SELECT 1 FROM fo_signals WHERE signal_id = %s AND consumed_by IS NULL;
+
+-- Retention (Store.prune): one batch of finished runs, after the last run id of the previous batch,
+-- locked so a concurrent batch of the engine about one of them (which locks its run first) waits,
+-- and runs such a batch holds already are left for the next prune; the other statements take the
+-- batch's run ids as an array.
+
+-- name: prune_candidates
+SELECT run_id FROM fo_runs
+WHERE run_id > %s AND status <> 'Running' AND finished_at < %s
+ORDER BY run_id LIMIT %s
+FOR UPDATE SKIP LOCKED;
+
+-- name: prune_steps
+DELETE FROM fo_steps WHERE run_id = ANY(%s);
+
+-- name: prune_dispatches
+DELETE FROM fo_dispatches WHERE run_id = ANY(%s);
+
+-- name: prune_attempts
+DELETE FROM fo_attempts WHERE run_id = ANY(%s);
+
+-- name: prune_events
+DELETE FROM fo_events WHERE run_id = ANY(%s);
+
+-- name: prune_signals
+DELETE FROM fo_signals WHERE run_id = ANY(%s);
+
+-- name: prune_cron_fires
+DELETE FROM fo_cron_fires WHERE run_id = ANY(%s);
+
+-- name: prune_runs
+DELETE FROM fo_runs WHERE run_id = ANY(%s) AND status <> 'Running';

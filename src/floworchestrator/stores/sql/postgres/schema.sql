@@ -41,6 +41,7 @@ CREATE INDEX fo_runs_deadline ON fo_runs (deadline) WHERE status = 'Running' AND
 CREATE UNIQUE INDEX fo_runs_idempotency ON fo_runs (flow_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX fo_runs_flow ON fo_runs (flow_id, run_id);
 CREATE INDEX fo_runs_status ON fo_runs (status, run_id);
+CREATE INDEX fo_runs_flow_status ON fo_runs (flow_id, status, run_id);  -- version 2: the runs list by flow and status
 
 CREATE TABLE fo_steps (
     run_id      text COLLATE "C" NOT NULL,

@@ -256,3 +256,32 @@ DELETE FROM fo_dispatches WHERE run_id = ? AND step_key >= ? AND step_key < ?;
 
 -- name: signal_available
 SELECT 1 FROM fo_signals WHERE signal_id = ? AND consumed_by IS NULL;
+
+-- Retention (Store.prune): one batch of finished runs, after the last run id of the previous batch;
+-- the other statements take the batch's run ids as a JSON array.
+
+-- name: prune_candidates
+SELECT run_id FROM fo_runs
+WHERE run_id > ? AND status <> 'Running' AND finished_at < ?
+ORDER BY run_id LIMIT ?;
+
+-- name: prune_steps
+DELETE FROM fo_steps WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: prune_dispatches
+DELETE FROM fo_dispatches WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: prune_attempts
+DELETE FROM fo_attempts WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: prune_events
+DELETE FROM fo_events WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: prune_signals
+DELETE FROM fo_signals WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: prune_cron_fires
+DELETE FROM fo_cron_fires WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: prune_runs
+DELETE FROM fo_runs WHERE run_id IN (SELECT value FROM json_each(?)) AND status <> 'Running';
