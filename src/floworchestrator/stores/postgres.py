@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 try:
@@ -43,6 +43,19 @@ from .._status import FINAL_STEP_STATUSES, RunStatus, StepStatus
 from ..exceptions import SchemaVersionError, StoreError, StoreUnavailableError
 from . import sql
 from ._batch import StepState, Txn, apply_ops
+from ._rows import (
+    RUN_STATUS,
+    STEP_STATUS,
+    attempt_record,
+    dt,
+    event_record,
+    flow_record,
+    loads,
+    run_record,
+    signal_record,
+    step_record,
+    ts,
+)
 from .base import (
     AttemptRecord,
     Claim,
@@ -65,8 +78,7 @@ from .base import (
 
 T = TypeVar("T")
 Q = sql.queries("postgres")
-_STATUS = {s.value: s for s in StepStatus}
-_RUN_STATUS = {s.value: s for s in RunStatus}
+_STATUS, _RUN_STATUS, _ts, _dt, _loads = STEP_STATUS, RUN_STATUS, ts, dt, loads
 
 Row = tuple[Any, ...]
 Conn = psycopg.Connection[Row]
@@ -128,17 +140,6 @@ def _retryable(exc: psycopg.Error) -> bool:
         return exc.diag.constraint_name == "fo_runs_idempotency"
     return isinstance(exc, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure))
 
-
-def _ts(dt: datetime) -> float:
-    return dt.timestamp()
-
-
-def _dt(x: float | None) -> datetime | None:
-    return None if x is None else datetime.fromtimestamp(x, UTC)
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
 
 
 def _one(cur: Cursor) -> Row:
@@ -673,29 +674,21 @@ class PostgresStore(Store):
 
     async def list_flows(self) -> list[FlowRecord]:
         rows = await self._fetchall(Q["list_flows"])
-        return [FlowRecord(r[0], r[1], r[2], json.loads(r[3]), bool(r[4]), _dt(r[5]) or datetime.now(UTC)) for r in rows]
+        return [flow_record(r) for r in rows]
 
     async def get_manifest(self, manifest_id: str) -> dict[str, Any] | None:
         row = await self._fetchone(Q["get_manifest"], (manifest_id,))
         return None if row is None else dict(json.loads(row[0]))
 
-    @staticmethod
-    def _run_record(r: Sequence[Any]) -> RunRecord:
-        created = _dt(r[8])
-        assert created is not None
-        return RunRecord(
-            r[0], r[1], _RUN_STATUS[r[2]], r[3], r[4], _loads(r[5]), _loads(r[6]) or {}, r[7], created, _dt(r[9]), _dt(r[10])
-        )
-
     async def get_run(self, run_id: str) -> RunRecord | None:
         row = await self._fetchone(Q["get_run"], (run_id,))
-        return None if row is None else self._run_record(row)
+        return None if row is None else run_record(row)
 
     async def list_runs(
         self, *, flow_id: str | None = None, status: RunStatus | None = None, limit: int = 50, offset: int = 0
     ) -> list[RunRecord]:
         params = {"flow_id": flow_id, "status": status.value if status else None, "limit": limit, "offset": offset}
-        return [self._run_record(r) for r in await self._fetchall(Q["list_runs"], params)]
+        return [run_record(r) for r in await self._fetchall(Q["list_runs"], params)]
 
     async def count_runs(self, *, flow_id: str | None = None, status: RunStatus | None = None) -> int:
         params = {"flow_id": flow_id, "status": status.value if status else None}
@@ -704,30 +697,14 @@ class PostgresStore(Store):
 
     async def get_steps(self, run_id: str) -> list[StepRecord]:
         rows = await self._fetchall(Q["get_steps"], (run_id,))
-        return [
-            StepRecord(
-                r[0], r[1], _STATUS[r[2]], r[3], bool(r[4]), r[5], _loads(r[6]), _loads(r[7]), r[8],
-                _dt(r[9]), _dt(r[10]), r[11], _dt(r[12]), _dt(r[13]), _loads(r[14]), r[15],
-            )
-            for r in rows
-        ]
+        return [step_record(r) for r in rows]
 
     async def get_attempts(self, run_id: str) -> list[AttemptRecord]:
-        out = []
-        for r in await self._fetchall(Q["get_attempts"], (run_id,)):
-            started, finished = _dt(r[6]), _dt(r[7])
-            assert started is not None and finished is not None
-            out.append(AttemptRecord(r[0], r[1], r[2], r[3], _STATUS[r[4]], r[5], started, finished, r[8]))
-        return out
+        return [attempt_record(r) for r in await self._fetchall(Q["get_attempts"], (run_id,))]
 
     async def get_events(self, run_id: str | None = None, after: int = 0, limit: int = 1000) -> list[EventRecord]:
         params = {"after": after, "run_id": run_id, "limit": limit}
-        out = []
-        for r in await self._fetchall(Q["get_events"], params):
-            at = _dt(r[5])
-            assert at is not None
-            out.append(EventRecord(r[0], r[1], r[2], r[3], _loads(r[4]), at))
-        return out
+        return [event_record(r) for r in await self._fetchall(Q["get_events"], params)]
 
     async def find_expired_leases(self, now: datetime, limit: int = 500) -> list[tuple[str, str, str, int]]:
         rows = await self._fetchall(Q["find_expired_leases"], (_ts(now), limit))
@@ -743,12 +720,7 @@ class PostgresStore(Store):
         return [str(r[0]) for r in rows]
 
     async def get_signals(self, run_id: str) -> list[SignalRecord]:
-        out = []
-        for r in await self._fetchall(Q["get_signals"], (run_id,)):
-            created = _dt(r[4])
-            assert created is not None
-            out.append(SignalRecord(r[0], r[1], r[2], _loads(r[3]), created, r[5]))
-        return out
+        return [signal_record(r) for r in await self._fetchall(Q["get_signals"], (run_id,))]
 
     async def get_schedule_overrides(self) -> dict[tuple[str, str], tuple[bool, str | None]]:
         rows = await self._fetchall(Q["get_schedules"])
