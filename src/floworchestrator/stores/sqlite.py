@@ -15,6 +15,7 @@ import functools
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -62,6 +63,20 @@ T = TypeVar("T")
 Q = sql.queries("sqlite")
 _STATUS, _RUN_STATUS, _ts, _dt, _loads = STEP_STATUS, RUN_STATUS, ts, dt, loads
 
+
+
+def _wal(conn: sqlite3.Connection, patience: float) -> None:
+    # Switching to WAL needs a moment of exclusive access, and SQLite answers "database is locked"
+    # at once (without its busy handler) while another process sets up the same file: wait it out.
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _script(conn: sqlite3.Connection, script: str) -> None:
@@ -314,7 +329,7 @@ class SQLiteStore(Store):
         if conn is None:
             try:
                 conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, uri=self._uri, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
+                _wal(conn, self.busy_timeout)
                 conn.execute(f"PRAGMA synchronous={self.synchronous}")
                 conn.execute("PRAGMA foreign_keys=OFF")
             except sqlite3.Error as exc:
