@@ -111,3 +111,44 @@ async def test_eight_workers_every_step_delivered_three_times_run_each_handler_o
     logs = workers.logs()
     assert set(codes.values()) == {0}, logs
     assert " ERROR " not in logs and "Traceback" not in logs, logs
+
+
+# --- (b) a worker killed in the middle of a step: at-least-once, recorded, nothing lost -----------------------
+
+
+async def test_worker_killed_mid_step_is_recovered_by_another_and_nothing_is_lost(
+    torture_db: Db, workers: Workers, client: Orchestrator
+) -> None:
+    db = torture_db
+    # Lease 2 s (heartbeat every 0.67 s), recovery every 0.2 s, queued steps nobody took re-sent after 1 s.
+    pids = workers.spawn(3, concurrency=4, lease=2, recovery_interval=0.2, stale_after=1)
+    await workers.wait_ready(pids)
+
+    victim_run = await client.trigger("hold", {"n": 100, "hold": "forever"})  # "h" hangs on its first attempt
+    victim = await db.wait_for(
+        "SELECT max(pid) FROM torture_effects WHERE run_id = %s AND step_key = 'h'", (victim_run,),
+        until=lambda v: v is not None, timeout=30, what="step h to start",
+    )
+    # More work in flight, some of it surely in the victim's hands (taken messages, claims) when it dies.
+    runs = await trigger_many(client, "diamond", range(60))
+    runs.update(await trigger_many(client, "hold", range(20)))
+    workers.kill(victim)
+
+    runs[victim_run] = ("hold", 100)
+    await db.wait_runs_finished(len(runs), timeout=60)
+    await db.wait_for("SELECT count(*) FROM torture_queue", until=0, what="the queue to drain")
+
+    attempts = await check_runs(client, db, runs)
+    # The step the victim was running ran again elsewhere, and both executions are on record:
+    h = [a for a in attempts[victim_run] if a.step_key == "h"]
+    assert len(h) == 2, h
+    lost, redone = h
+    assert (lost.attempt, lost.status, owner_pid(lost.owner)) == (1, StepStatus.FAILED, victim)
+    assert "lease expired" in (lost.error or ""), lost
+    assert redone.attempt == 2 and redone.status is StepStatus.SUCCEEDED and owner_pid(redone.owner) != victim
+    assert redone.generation > lost.generation
+    ran = db.rows("SELECT attempt, pid FROM torture_effects WHERE run_id = %s AND step_key = 'h' ORDER BY id", (victim_run,))
+    assert ran == [(1, victim), (2, owner_pid(redone.owner))]
+
+    codes = await workers.stop_all()
+    assert set(codes.values()) == {0}, workers.logs()
