@@ -373,9 +373,20 @@ class Orchestrator:
         return await self.store.get_run(run_id)
 
     async def list_runs(
-        self, *, flow_id: str | None = None, status: RunStatus | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        flow_id: str | None = None,
+        status: RunStatus | None = None,
+        search: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> list[RunRecord]:
-        return await self.store.list_runs(flow_id=flow_id, status=status, limit=limit, offset=offset)
+        """Runs, newest first; the filters are those of :meth:`Store.list_runs`."""
+        return await self.store.list_runs(
+            flow_id=flow_id, status=status, search=search, since=since, until=until, limit=limit, offset=offset
+        )
 
     async def get_steps(self, run_id: str) -> list[StepRecord]:
         return await self.store.get_steps(run_id)

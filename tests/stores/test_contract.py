@@ -446,6 +446,52 @@ async def test_list_and_count_runs_newest_first_with_filters(store: Store) -> No
     assert await store.get_steps("ghost") == []
 
 
+async def test_search_and_time_filters(store: Store) -> None:
+    flows = await setup_flows(store, LINEAR, DIAMOND)
+    a = await start(store, flows["linear"], body={"customer": "ACME_corp", "sku": "A-1"}, now=T0)
+    b = await start(store, flows["diamond"], body={"customer": "Globex 100%"}, now=T0 + timedelta(minutes=5))
+    c = await start(store, flows["linear"], body=None, now=T0 + timedelta(minutes=10))
+    assert a.run_id and b.run_id and c.run_id
+
+    async def found(**kw: object) -> list[str]:
+        runs = [r.run_id for r in await store.list_runs(**kw)]  # type: ignore[arg-type]
+        assert await store.count_runs(**{k: v for k, v in kw.items() if k not in ("limit", "offset")}) == len(runs)  # type: ignore[arg-type]
+        return runs
+
+    assert await found(search="acme") == [a.run_id]  # the trigger body, ignoring case
+    assert await found(search="DIAM") == [b.run_id]  # the flow id
+    assert await found(search=c.run_id) == [c.run_id]  # a run id
+    assert await found(search=c.run_id[-12:].upper()) == [c.run_id]  # part of one
+    assert await found(search="100%") == [b.run_id]  # % and _ are plain characters
+    assert await found(search="E_c") == [a.run_id]
+    assert await found(search="%") == [b.run_id]
+    assert await found(search="nothing like it") == []
+    assert await found(search="") == [c.run_id, b.run_id, a.run_id]  # empty: no filter
+    assert await found(search="linear", since=T0 + timedelta(minutes=1)) == [c.run_id]
+    assert await found(since=T0 + timedelta(minutes=5)) == [c.run_id, b.run_id]  # since is inclusive
+    assert await found(until=T0 + timedelta(minutes=5)) == [a.run_id]  # until is exclusive
+    assert await found(flow_id="linear", status=RunStatus.RUNNING, search="sku", until=T0 + timedelta(hours=1)) == [a.run_id]
+
+
+async def test_run_stats_totals_and_buckets(store: Store) -> None:
+    flows = await setup_flows(store, LINEAR)
+    ids = []
+    for minutes in (0, 1, 59, 60, 61, 185):
+        res = await start(store, flows["linear"], now=T0 + timedelta(minutes=minutes))
+        assert res.run_id
+        ids.append(res.run_id)
+    await one(store, CancelRun(ids[1], T0))
+    await one(store, CancelRun(ids[4], T0))
+    stats = await store.run_stats(T0 + timedelta(minutes=1), 3600)
+    assert stats.totals == {RunStatus.RUNNING: 4, RunStatus.CANCELLED: 2}
+    # bucket 0: [0:01, 1:01) holds 0:01 (Cancelled), 0:59, 1:00; bucket 1: 1:01 (Cancelled); bucket 3: 3:05.
+    assert sorted(stats.buckets) == sorted([
+        (0, RunStatus.CANCELLED, 1), (0, RunStatus.RUNNING, 2), (1, RunStatus.CANCELLED, 1), (3, RunStatus.RUNNING, 1),
+    ])
+    empty = await store.run_stats(T0 + timedelta(days=1), 60)
+    assert empty.buckets == [] and sum(empty.totals.values()) == 6
+
+
 async def test_events_after_and_per_run(store: Store) -> None:
     c = (await setup_flows(store, LINEAR))["linear"]
     r1 = await start(store, c)

@@ -36,7 +36,11 @@ class ChargeIn(BaseModel):
 
 
 def make_orchestrator(store_kind: str, tmp_path: Path) -> Orchestrator:
-    orch = Orchestrator(store=store_url(store_kind, tmp_path), runtime="inprocess", cron=False)
+    return make_orchestrator_for_url(store_url(store_kind, tmp_path))
+
+
+def make_orchestrator_for_url(url: str) -> Orchestrator:
+    orch = Orchestrator(store=url, runtime="inprocess", cron=False)
 
     @orch.handler("Echo")
     async def echo(inputs: dict[str, Any], ctx: StepContext) -> Any:
@@ -443,7 +447,7 @@ def test_openapi(client: TestClient) -> None:
     assert "post" in paths["/api/flows/{flow_id}/trigger"]
     assert "put" in paths["/api/schedules/{flow_id}/{trigger}/cron"]
     assert "/api/webhook/{slug}" in paths
-    assert {p["name"] for p in paths["/api/runs"]["get"]["parameters"]} == {"flow_id", "status", "offset", "limit"}
+    assert {p["name"] for p in paths["/api/runs"]["get"]["parameters"]} == {"flow_id", "status", "search", "since", "until", "offset", "limit"}
     assert "security" not in doc
 
 

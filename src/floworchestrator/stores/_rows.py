@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .._status import RunStatus, StepStatus
-from .base import AttemptRecord, EventRecord, FlowRecord, RunRecord, SignalRecord, StepRecord
+from .base import AttemptRecord, EventRecord, FlowRecord, RunRecord, RunStats, SignalRecord, StepRecord
 
 STEP_STATUS = {s.value: s for s in StepStatus}
 RUN_STATUS = {s.value: s for s in RunStatus}
@@ -69,3 +69,35 @@ def event_record(r: Row) -> EventRecord:
 def signal_record(r: Row) -> SignalRecord:
     """``get_signals``."""
     return SignalRecord(r[0], r[1], r[2], loads(r[3]), dt_req(r[4]), r[5])
+
+
+def like_pattern(search: str | None) -> str | None:
+    """A LIKE pattern matching ``search`` anywhere (``\\``, ``%`` and ``_`` taken literally); None for no search."""
+    if not search:
+        return None
+    return "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def run_filter(
+    flow_id: str | None,
+    status: RunStatus | None,
+    search: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> dict[str, Any]:
+    """The parameters of ``list_runs`` / ``count_runs``."""
+    return {
+        "flow_id": flow_id,
+        "status": status.value if status else None,
+        "search": like_pattern(search),
+        "since": None if since is None else since.timestamp(),
+        "until": None if until is None else until.timestamp(),
+    }
+
+
+def run_stats(by_status: Sequence[Row], by_bucket: Sequence[Row]) -> RunStats:
+    """``count_runs_by_status`` and ``runs_per_bucket``."""
+    return RunStats(
+        {RUN_STATUS[r[0]]: int(r[1]) for r in by_status},
+        [(int(r[0]), RUN_STATUS[r[1]], int(r[2])) for r in by_bucket],
+    )

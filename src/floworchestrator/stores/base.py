@@ -369,6 +369,16 @@ class Applied:
 Result = RunStarted | Grant | Applied | None
 
 
+@dataclass(frozen=True, slots=True)
+class RunStats:
+    """What :meth:`Store.run_stats` counts (the dashboard's overview)."""
+
+    totals: dict[RunStatus, int]
+    """Every stored run, by status (statuses without runs left out)."""
+    buckets: list[tuple[int, RunStatus, int]]
+    """(bucket index, status, runs created in that bucket with that status)."""
+
+
 # --- the interface --------------------------------------------------------------
 
 
@@ -430,13 +440,42 @@ class Store(ABC):
 
     @abstractmethod
     async def list_runs(
-        self, *, flow_id: str | None = None, status: RunStatus | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        flow_id: str | None = None,
+        status: RunStatus | None = None,
+        search: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> list[RunRecord]:
-        """Runs, newest first, optionally filtered."""
+        """Runs, newest first, optionally filtered.
+
+        Filters combine with AND: ``flow_id`` and ``status`` match exactly;
+        ``search`` (non-empty) matches a run whose id, flow id or trigger body
+        (its stored JSON text) contains it, ignoring ASCII case (``%`` and
+        ``_`` are plain characters); ``since``/``until`` bound the creation
+        time (``since <= created_at < until``).
+        """
 
     @abstractmethod
-    async def count_runs(self, *, flow_id: str | None = None, status: RunStatus | None = None) -> int:
-        """How many runs match the filters."""
+    async def count_runs(
+        self,
+        *,
+        flow_id: str | None = None,
+        status: RunStatus | None = None,
+        search: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """How many runs match the filters (the same filters as :meth:`list_runs`)."""
+
+    @abstractmethod
+    async def run_stats(self, since: datetime, bucket_seconds: float) -> RunStats:
+        """Every run counted by status, and the runs created at or after ``since`` counted per
+        ``bucket_seconds``-wide time bucket (bucket ``i`` starts at ``since + i * bucket_seconds``)
+        and status; buckets without runs are left out."""
 
     @abstractmethod
     async def get_steps(self, run_id: str) -> list[StepRecord]:
@@ -449,6 +488,10 @@ class Store(ABC):
     @abstractmethod
     async def get_events(self, run_id: str | None = None, after: int = 0, limit: int = 1000) -> list[EventRecord]:
         """Events with id greater than ``after``, oldest first, optionally for one run."""
+
+    @abstractmethod
+    async def last_event_id(self) -> int:
+        """The greatest event id recorded so far (0 if none): where a live feed starts."""
 
     @abstractmethod
     async def find_expired_leases(self, now: datetime, limit: int = 500) -> list[tuple[str, str, str, int]]:

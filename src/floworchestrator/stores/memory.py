@@ -12,6 +12,7 @@ import bisect
 import functools
 import json
 import operator
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -33,6 +34,7 @@ from .base import (
     Op,
     Result,
     RunRecord,
+    RunStats,
     Signal,
     SignalRecord,
     StartRun,
@@ -493,21 +495,58 @@ class MemoryStore(Store):
         run = self._d.runs.get(run_id)
         return None if run is None else self._run(run)
 
-    def _filter(self, flow_id: str | None, status: RunStatus | None) -> list[_Run]:
+    def _filter(
+        self,
+        flow_id: str | None,
+        status: RunStatus | None,
+        search: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[_Run]:
+        needle = search.lower() if search else None
         return [
             r for r in self._d.runs.values()
             if (flow_id is None or r.rec.flow_id == flow_id) and (status is None or r.rec.status is status)
+            and (since is None or r.rec.created_at >= since) and (until is None or r.rec.created_at < until)
+            and (needle is None or needle in r.rec.run_id.lower() or needle in r.rec.flow_id.lower()
+                 or needle in r.body_json.lower())
         ]
 
     async def list_runs(
-        self, *, flow_id: str | None = None, status: RunStatus | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        flow_id: str | None = None,
+        status: RunStatus | None = None,
+        search: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> list[RunRecord]:
-        runs = self._filter(flow_id, status)
+        runs = self._filter(flow_id, status, search, since, until)
         runs.sort(key=lambda r: r.rec.run_id, reverse=True)
         return [self._run(r) for r in runs[offset : offset + limit]]
 
-    async def count_runs(self, *, flow_id: str | None = None, status: RunStatus | None = None) -> int:
-        return len(self._filter(flow_id, status))
+    async def count_runs(
+        self,
+        *,
+        flow_id: str | None = None,
+        status: RunStatus | None = None,
+        search: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        return len(self._filter(flow_id, status, search, since, until))
+
+    async def run_stats(self, since: datetime, bucket_seconds: float) -> RunStats:
+        totals: Counter[RunStatus] = Counter()
+        buckets: Counter[tuple[int, RunStatus]] = Counter()
+        start = since.timestamp()
+        for r in self._d.runs.values():
+            totals[r.rec.status] += 1
+            if r.rec.created_at >= since:
+                buckets[int((r.rec.created_at.timestamp() - start) // bucket_seconds), r.rec.status] += 1
+        return RunStats(dict(totals), [(i, st, n) for (i, st), n in sorted(buckets.items())])
 
     async def get_steps(self, run_id: str) -> list[StepRecord]:
         return [
@@ -526,6 +565,9 @@ class MemoryStore(Store):
         evs = self._d.events
         start = bisect.bisect_right(evs, after, key=operator.attrgetter("event_id"))
         return [e for e in evs[start:] if run_id is None or e.run_id == run_id][:limit]
+
+    async def last_event_id(self) -> int:
+        return self._d.events[-1].event_id if self._d.events else 0
 
     async def find_expired_leases(self, now: datetime, limit: int = 500) -> list[tuple[str, str, str, int]]:
         out = []

@@ -51,7 +51,9 @@ from ._rows import (
     event_record,
     flow_record,
     loads,
+    run_filter,
     run_record,
+    run_stats,
     signal_record,
     step_record,
     ts,
@@ -69,6 +71,7 @@ from .base import (
     Op,
     Result,
     RunRecord,
+    RunStats,
     Signal,
     SignalRecord,
     StartRun,
@@ -685,15 +688,35 @@ class PostgresStore(Store):
         return None if row is None else run_record(row)
 
     async def list_runs(
-        self, *, flow_id: str | None = None, status: RunStatus | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        flow_id: str | None = None,
+        status: RunStatus | None = None,
+        search: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> list[RunRecord]:
-        params = {"flow_id": flow_id, "status": status.value if status else None, "limit": limit, "offset": offset}
+        params = {**run_filter(flow_id, status, search, since, until), "limit": limit, "offset": offset}
         return [run_record(r) for r in await self._fetchall(Q["list_runs"], params)]
 
-    async def count_runs(self, *, flow_id: str | None = None, status: RunStatus | None = None) -> int:
-        params = {"flow_id": flow_id, "status": status.value if status else None}
-        row = await self._fetchone(Q["count_runs"], params)
+    async def count_runs(
+        self,
+        *,
+        flow_id: str | None = None,
+        status: RunStatus | None = None,
+        search: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        row = await self._fetchone(Q["count_runs"], run_filter(flow_id, status, search, since, until))
         return int(row[0]) if row else 0
+
+    async def run_stats(self, since: datetime, bucket_seconds: float) -> RunStats:
+        by_status = await self._fetchall(Q["count_runs_by_status"])
+        by_bucket = await self._fetchall(Q["runs_per_bucket"], {"since": since.timestamp(), "width": bucket_seconds})
+        return run_stats(by_status, by_bucket)
 
     async def get_steps(self, run_id: str) -> list[StepRecord]:
         rows = await self._fetchall(Q["get_steps"], (run_id,))
@@ -705,6 +728,10 @@ class PostgresStore(Store):
     async def get_events(self, run_id: str | None = None, after: int = 0, limit: int = 1000) -> list[EventRecord]:
         params = {"after": after, "run_id": run_id, "limit": limit}
         return [event_record(r) for r in await self._fetchall(Q["get_events"], params)]
+
+    async def last_event_id(self) -> int:
+        row = await self._fetchone(Q["last_event_id"])
+        return int(row[0]) if row else 0
 
     async def find_expired_leases(self, now: datetime, limit: int = 500) -> list[tuple[str, str, str, int]]:
         rows = await self._fetchall(Q["find_expired_leases"], (_ts(now), limit))

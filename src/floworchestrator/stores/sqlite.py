@@ -34,7 +34,9 @@ from ._rows import (
     event_record,
     flow_record,
     loads,
+    run_filter,
     run_record,
+    run_stats,
     signal_record,
     step_record,
     ts,
@@ -52,6 +54,7 @@ from .base import (
     Op,
     Result,
     RunRecord,
+    RunStats,
     Signal,
     SignalRecord,
     StartRun,
@@ -465,16 +468,40 @@ class SQLiteStore(Store):
         return None if row is None else run_record(row)
 
     async def list_runs(
-        self, *, flow_id: str | None = None, status: RunStatus | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        flow_id: str | None = None,
+        status: RunStatus | None = None,
+        search: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> list[RunRecord]:
-        params = {"flow_id": flow_id, "status": status.value if status else None, "limit": limit, "offset": offset}
+        params = {**run_filter(flow_id, status, search, since, until), "limit": limit, "offset": offset}
         rows = await self._read(lambda c: c.execute(Q["list_runs"], params).fetchall())
         return [run_record(r) for r in rows]
 
-    async def count_runs(self, *, flow_id: str | None = None, status: RunStatus | None = None) -> int:
-        params = {"flow_id": flow_id, "status": status.value if status else None}
+    async def count_runs(
+        self,
+        *,
+        flow_id: str | None = None,
+        status: RunStatus | None = None,
+        search: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        params = run_filter(flow_id, status, search, since, until)
         row = await self._read(lambda c: c.execute(Q["count_runs"], params).fetchone())
         return int(row[0])
+
+    async def run_stats(self, since: datetime, bucket_seconds: float) -> RunStats:
+        params = {"since": since.timestamp(), "width": bucket_seconds}
+
+        def read(c: sqlite3.Connection) -> RunStats:
+            return run_stats(c.execute(Q["count_runs_by_status"]).fetchall(), c.execute(Q["runs_per_bucket"], params).fetchall())
+
+        return await self._read(read)
 
     async def get_steps(self, run_id: str) -> list[StepRecord]:
         rows = await self._read(lambda c: c.execute(Q["get_steps"], (run_id,)).fetchall())
@@ -488,6 +515,10 @@ class SQLiteStore(Store):
         params = {"after": after, "run_id": run_id, "limit": limit}
         rows = await self._read(lambda c: c.execute(Q["get_events"], params).fetchall())
         return [event_record(r) for r in rows]
+
+    async def last_event_id(self) -> int:
+        row = await self._read(lambda c: c.execute(Q["last_event_id"]).fetchone())
+        return int(row[0])
 
     async def find_expired_leases(self, now: datetime, limit: int = 500) -> list[tuple[str, str, str, int]]:
         rows = await self._read(lambda c: c.execute(Q["find_expired_leases"], (_ts(now), limit)).fetchall())

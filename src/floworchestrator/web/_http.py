@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, NoReturn
 
@@ -26,7 +26,8 @@ class ApiError(Exception):
         self.status, self.code, self.detail, self.headers = status, code, detail, headers
 
 
-def _default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``json.dumps``'s ``default`` for API answers: datetimes as ISO 8601, enums as their values."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Enum):
@@ -40,7 +41,7 @@ class ApiResponse(JSONResponse):
     """JSON with datetimes as ISO 8601 strings."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_default).encode()
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=json_default).encode()
 
 
 def error_response(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> ApiResponse:
@@ -105,6 +106,18 @@ def query_run_status(request: Request) -> RunStatus | None:
             return status
     allowed = ", ".join(s.value for s in RunStatus)
     raise ApiError(400, "bad_request", f"unknown run status {raw!r} (one of {allowed})")
+
+
+def query_datetime(request: Request, name: str) -> datetime | None:
+    """An ISO 8601 date or date-time query parameter (UTC when it names no offset); 400 if malformed."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = datetime.fromisoformat(raw.strip().replace(" ", "+"))  # a '+' in a URL query decodes to a space
+    except ValueError:
+        raise ApiError(400, "bad_request", f"query parameter {name!r} must be an ISO 8601 date-time, not {raw!r}") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def idempotency_key(request: Request) -> str | None:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from croniter import croniter
@@ -24,6 +26,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from .._status import RunStatus
+from ..engine import utcnow
 from ..flow import Cron
 from ..orchestrator import Orchestrator
 from ..stores.base import AttemptRecord, FlowRecord, RunRecord
@@ -32,6 +36,7 @@ from ._http import (
     ApiResponse,
     event_json,
     idempotency_key,
+    query_datetime,
     query_int,
     query_run_status,
     read_json,
@@ -39,6 +44,7 @@ from ._http import (
     schedule_json,
     step_json,
 )
+from .events import EventFeed, stream_events
 from .mermaid import to_mermaid
 from .webhooks import trigger_headers
 
@@ -47,6 +53,8 @@ __all__ = ["ENDPOINTS", "Endpoint", "api_routes"]
 log = logging.getLogger("floworchestrator.web")
 
 MAX_PAGE = 500
+MAX_SEARCH = 200
+MAX_BUCKETS = 366
 HEALTH_TIMEOUT = 5.0
 
 EndpointFunc = Callable[[Request, "Api"], Awaitable[Response]]
@@ -68,6 +76,8 @@ class Endpoint:
     """What the JSON body holds, if the endpoint reads one."""
     headers: tuple[str, ...] = ()
     """Request headers the endpoint reads."""
+    media: str = "application/json"
+    """What a successful answer is."""
 
 
 @dataclass(slots=True)
@@ -76,6 +86,7 @@ class Api:
 
     orchestrator: Orchestrator
     max_body_size: int
+    feed: EventFeed = field(default_factory=EventFeed)
 
     def started(self) -> Orchestrator:
         if not self.orchestrator.started:
@@ -194,12 +205,49 @@ async def list_handlers(request: Request, api: Api) -> Response:
 async def list_runs(request: Request, api: Api) -> Response:
     flow_id = request.query_params.get("flow_id") or None
     status = query_run_status(request)
+    search = (request.query_params.get("search") or "").strip() or None
+    since, until = query_datetime(request, "since"), query_datetime(request, "until")
+    if search is not None and len(search) > MAX_SEARCH:
+        raise ApiError(400, "bad_request", f"query parameter 'search' is longer than {MAX_SEARCH} characters")
     offset = query_int(request, "offset", 0, minimum=0)
     limit = query_int(request, "limit", 50, minimum=1, maximum=MAX_PAGE)
-    orch = api.started()
-    runs = await orch.list_runs(flow_id=flow_id, status=status, limit=limit, offset=offset)
-    total = await orch.store.count_runs(flow_id=flow_id, status=status)
+    store = api.started().store
+    runs = await store.list_runs(flow_id=flow_id, status=status, search=search, since=since, until=until, limit=limit, offset=offset)
+    total = await store.count_runs(flow_id=flow_id, status=status, search=search, since=since, until=until)
     return ApiResponse({"runs": [run_json(r) for r in runs], "total": total, "offset": offset, "limit": limit})
+
+
+async def active_runs(request: Request, api: Api) -> Response:
+    limit = query_int(request, "limit", 100, minimum=1, maximum=MAX_PAGE)
+    store = api.started().store
+    runs = await store.list_runs(status=RunStatus.RUNNING, limit=limit)
+    total = await store.count_runs(status=RunStatus.RUNNING)
+    return ApiResponse({"runs": [run_json(r) for r in runs], "total": total})
+
+
+BUCKETS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+async def run_stats(request: Request, api: Api) -> Response:
+    bucket = request.query_params.get("bucket") or "hour"
+    if bucket not in BUCKETS:
+        raise ApiError(400, "bad_request", f"query parameter 'bucket' must be one of {', '.join(BUCKETS)}, not {bucket!r}")
+    count = query_int(request, "buckets", 24, minimum=1, maximum=MAX_BUCKETS)
+    width = BUCKETS[bucket]
+    # Buckets are aligned to whole minutes/hours/days (UTC); the last one holds now.
+    now = utcnow()
+    current = math.floor(now.timestamp() / width) * width
+    since = datetime.fromtimestamp(current - (count - 1) * width, UTC)
+    stats = await api.started().store.run_stats(since, width)
+    series: list[dict[str, Any]] = [
+        {"start": since + timedelta(seconds=i * width), "counts": {}, "total": 0} for i in range(count)
+    ]
+    for i, status, n in stats.buckets:
+        if 0 <= i < count:
+            series[i]["counts"][status.value] = n
+            series[i]["total"] += n
+    totals = {s.value: stats.totals.get(s, 0) for s in RunStatus}
+    return ApiResponse({"totals": totals, "total": sum(totals.values()), "bucket": bucket, "series": series})
 
 
 async def _run(api: Api, request: Request) -> RunRecord:
@@ -256,6 +304,10 @@ async def send_signal(request: Request, api: Api) -> Response:
     payload = await read_json(request, api.max_body_size)
     await orch.signal(run_id, name, payload)
     return ApiResponse({"run_id": run_id, "signal": name, "accepted": True}, status_code=202)
+
+
+async def event_stream(request: Request, api: Api) -> Response:
+    return await stream_events(request, api.feed, api.started().store)
 
 
 # -- schedules --------------------------------------------------------------------------------
@@ -355,6 +407,9 @@ async def openapi(request: Request, api: Api) -> Response:
 _RUN_Q = (
     ("flow_id", "string", "only runs of this flow"),
     ("status", "string", "only runs in this status (Running, Succeeded, Failed, Cancelled, TimedOut)"),
+    ("search", "string", "only runs whose id, flow id or trigger body contains this text (ASCII case ignored)"),
+    ("since", "string", "only runs created at or after this ISO 8601 date-time"),
+    ("until", "string", "only runs created before this ISO 8601 date-time"),
     ("offset", "integer", "how many runs to skip (default 0)"),
     ("limit", "integer", f"how many runs to return, 1 to {MAX_PAGE} (default 50)"),
 )
@@ -368,6 +423,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/flows/{flow_id}/disable", disable_flow, "Disable a flow (no trigger starts a run)", errors=(404,)),
     Endpoint("GET", "/handlers", list_handlers, "Registered handler types and the flows using them"),
     Endpoint("GET", "/runs", list_runs, "Runs, newest first, with the total count", errors=(400,), query=_RUN_Q),
+    Endpoint("GET", "/runs/active", active_runs, "Running runs, newest first, with their count", errors=(400,),
+             query=(("limit", "integer", f"how many runs to return, 1 to {MAX_PAGE} (default 100)"),)),
+    Endpoint("GET", "/runs/stats", run_stats, "Runs per status, and runs per time bucket (for a chart)", errors=(400,),
+             query=(("bucket", "string", "minute, hour (default) or day"),
+                    ("buckets", "integer", f"how many buckets, the last one holding now, 1 to {MAX_BUCKETS} (default 24)"))),
     Endpoint("GET", "/runs/{run_id}", get_run, "One run with its trigger body and headers", errors=(404,)),
     Endpoint("GET", "/runs/{run_id}/steps", get_steps, "The steps of a run: status, inputs, output, error, attempts, timings, trace",
              errors=(404,)),
@@ -387,6 +447,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/schedules/{flow_id}/{trigger}/resume", resume_schedule, "Resume a paused cron trigger", errors=(404,)),
     Endpoint("PUT", "/schedules/{flow_id}/{trigger}/cron", set_cron, "Override a cron expression, or restore the flow's own with null",
              errors=(400, 404), body='{"expression": "<cron expression>" | null}'),
+    Endpoint("GET", "/events/stream", event_stream,
+             "Server-Sent Events: run and step events as they are recorded (by any process sharing the store)",
+             errors=(400, 404), query=(("run_id", "string", "only this run's events"),
+                                       ("after", "integer", "first send the events after this id (like Last-Event-ID)")),
+             headers=("Last-Event-ID",), media="text/event-stream"),
     Endpoint("GET", "/health", health, "Whether the runtime runs and the store answers (503 if not)", errors=(503,)),
     Endpoint("GET", "/openapi.json", openapi, "This description"),
 )

@@ -39,7 +39,8 @@ def openapi_document(auth: AuthHook) -> dict[str, Any]:
         params += [{"name": n, "in": "query", "required": False, "schema": {"type": t}, "description": d} for n, t, d in e.query]
         params += [{"name": h, "in": "header", "required": False, "schema": {"type": "string"}} for h in e.headers]
         responses: dict[str, Any] = {
-            str(e.status): {"description": http.HTTPStatus(e.status).phrase, "content": _JSON_OBJECT}
+            str(e.status): {"description": http.HTTPStatus(e.status).phrase,
+                            "content": _JSON_OBJECT if e.media == "application/json" else {e.media: {"schema": {"type": "string"}}}}
         }
         if e.status == 202 and e.path.endswith(("/trigger", "/rerun")):
             responses["200"] = {"description": "the Idempotency-Key was seen before: the existing run, created false"}

@@ -151,15 +151,31 @@ SELECT run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_
 FROM fo_runs WHERE run_id = %s;
 
 -- name: list_runs
+-- %(search)s is the search text wrapped in % with \ % _ escaped (\ is ILIKE's default escape).
 SELECT run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_headers, idempotency_key,
     created_at, finished_at, deadline
 FROM fo_runs
 WHERE (%(flow_id)s::text IS NULL OR flow_id = %(flow_id)s) AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(since)s::double precision IS NULL OR created_at >= %(since)s)
+  AND (%(until)s::double precision IS NULL OR created_at < %(until)s)
+  AND (%(search)s::text IS NULL OR run_id ILIKE %(search)s OR flow_id ILIKE %(search)s OR trigger_body ILIKE %(search)s)
 ORDER BY run_id DESC LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: count_runs
 SELECT count(*) FROM fo_runs
-WHERE (%(flow_id)s::text IS NULL OR flow_id = %(flow_id)s) AND (%(status)s::text IS NULL OR status = %(status)s);
+WHERE (%(flow_id)s::text IS NULL OR flow_id = %(flow_id)s) AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(since)s::double precision IS NULL OR created_at >= %(since)s)
+  AND (%(until)s::double precision IS NULL OR created_at < %(until)s)
+  AND (%(search)s::text IS NULL OR run_id ILIKE %(search)s OR flow_id ILIKE %(search)s OR trigger_body ILIKE %(search)s);
+
+-- name: count_runs_by_status
+SELECT status, count(*) FROM fo_runs GROUP BY status;
+
+-- name: runs_per_bucket
+-- Runs created since %(since)s, per %(width)s-second bucket (0 = the first) and status.
+SELECT floor((created_at - %(since)s) / %(width)s)::integer AS bucket, status, count(*)
+FROM fo_runs WHERE created_at >= %(since)s
+GROUP BY bucket, status ORDER BY bucket, status;
 
 -- name: get_steps
 SELECT run_id, step_key, status, generation, queued, attempts, inputs, output, error, started_at, finished_at,
@@ -174,6 +190,9 @@ FROM fo_attempts WHERE run_id = %s ORDER BY attempt_id;
 SELECT event_id, run_id, step_key, kind, data, at FROM fo_events
 WHERE event_id > %(after)s AND (%(run_id)s::text IS NULL OR run_id = %(run_id)s)
 ORDER BY event_id LIMIT %(limit)s;
+
+-- name: last_event_id
+SELECT coalesce(max(event_id), 0) FROM fo_events;
 
 -- name: find_expired_leases
 SELECT r.flow_id, s.run_id, s.step_key, s.generation

@@ -138,15 +138,31 @@ SELECT run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_
 FROM fo_runs WHERE run_id = ?;
 
 -- name: list_runs
+-- :search is the search text wrapped in % with \ % _ escaped; LIKE ignores ASCII case in SQLite.
 SELECT run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_headers, idempotency_key,
     created_at, finished_at, deadline
 FROM fo_runs
 WHERE (:flow_id IS NULL OR flow_id = :flow_id) AND (:status IS NULL OR status = :status)
+  AND (:since IS NULL OR created_at >= :since) AND (:until IS NULL OR created_at < :until)
+  AND (:search IS NULL OR run_id LIKE :search ESCAPE '\' OR flow_id LIKE :search ESCAPE '\'
+       OR trigger_body LIKE :search ESCAPE '\')
 ORDER BY run_id DESC LIMIT :limit OFFSET :offset;
 
 -- name: count_runs
 SELECT count(*) FROM fo_runs
-WHERE (:flow_id IS NULL OR flow_id = :flow_id) AND (:status IS NULL OR status = :status);
+WHERE (:flow_id IS NULL OR flow_id = :flow_id) AND (:status IS NULL OR status = :status)
+  AND (:since IS NULL OR created_at >= :since) AND (:until IS NULL OR created_at < :until)
+  AND (:search IS NULL OR run_id LIKE :search ESCAPE '\' OR flow_id LIKE :search ESCAPE '\'
+       OR trigger_body LIKE :search ESCAPE '\');
+
+-- name: count_runs_by_status
+SELECT status, count(*) FROM fo_runs GROUP BY status;
+
+-- name: runs_per_bucket
+-- Runs created since :since, per :width-second bucket (0 = the first) and status.
+SELECT CAST((created_at - :since) / :width AS INTEGER) AS bucket, status, count(*)
+FROM fo_runs WHERE created_at >= :since
+GROUP BY bucket, status ORDER BY bucket, status;
 
 -- name: get_steps
 SELECT run_id, step_key, status, generation, queued, attempts, inputs, output, error, started_at, finished_at,
@@ -161,6 +177,9 @@ FROM fo_attempts WHERE run_id = ? ORDER BY rowid;
 SELECT event_id, run_id, step_key, kind, data, at FROM fo_events
 WHERE event_id > :after AND (:run_id IS NULL OR run_id = :run_id)
 ORDER BY event_id LIMIT :limit;
+
+-- name: last_event_id
+SELECT coalesce(max(event_id), 0) FROM fo_events;
 
 -- name: find_expired_leases
 SELECT r.flow_id, s.run_id, s.step_key, s.generation

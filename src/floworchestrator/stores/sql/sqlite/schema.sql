@@ -39,6 +39,7 @@ CREATE UNIQUE INDEX fo_runs_idempotency ON fo_runs (flow_id, idempotency_key) WH
 CREATE INDEX fo_runs_flow ON fo_runs (flow_id, run_id);
 CREATE INDEX fo_runs_status ON fo_runs (status, run_id);
 CREATE INDEX fo_runs_flow_status ON fo_runs (flow_id, status, run_id);  -- version 2: the runs list by flow and status
+CREATE INDEX fo_runs_created ON fo_runs (created_at);  -- version 3: runs over time, time filter
 
 CREATE TABLE fo_steps (
     run_id      TEXT NOT NULL,
@@ -124,6 +125,7 @@ CREATE TABLE fo_cron_fires (
     run_id    TEXT NOT NULL,
     PRIMARY KEY (flow_id, trigger, fire_time)
 ) WITHOUT ROWID;
+CREATE INDEX fo_cron_fires_run ON fo_cron_fires (run_id);  -- version 3: prune finds a run's fire row
 
 -- Per cron trigger: paused, and an expression that overrides the flow's own.
 CREATE TABLE fo_schedules (
