@@ -11,15 +11,23 @@ through the engine and the PostgreSQL store exactly as an application would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
+import psycopg
 import pytest
 
 from floworchestrator import Orchestrator, RunStatus, StepStatus
+from floworchestrator.stores import sql
 from floworchestrator.stores.base import AttemptRecord
 
-from .conftest import Db, Workers
+from ..conftest import PgServer
+from .conftest import ROOT, Db, Workers
 from .harness import QueueDispatcher, build, diamond_result, with_app_name
 
 pytestmark = pytest.mark.slow
@@ -152,3 +160,57 @@ async def test_worker_killed_mid_step_is_recovered_by_another_and_nothing_is_los
 
     codes = await workers.stop_all()
     assert set(codes.values()) == {0}, workers.logs()
+
+
+# --- (c) orchestrators in two processes starting at once on a fresh database -------------------------------------
+
+
+def test_two_processes_starting_at_once_on_a_fresh_database_migrate_once(pg_server: PgServer, tmp_path: Path) -> None:
+    """Three rounds, each on a new empty database: both processes start a full orchestrator within a
+    millisecond of each other. One creates the schema, the other waits for it (advisory lock) and
+    finds it done: no 'relation already exists', one schema version row, both runs succeed."""
+    rounds = 3
+    names = [pg_server.create() for _ in range(rounds)]
+    urls = [pg_server.url(n) for n in names]
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def outputs() -> list[str]:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        return [p.communicate()[0].decode() for p in procs]
+
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen([sys.executable, "-m", "tests.torture.starter", str(tmp_path), *urls],
+                                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        for r in range(rounds):
+            end = time.monotonic() + 60
+            while len(list(tmp_path.glob(f"ready-{r}-*"))) < 2:
+                if any(p.poll() is not None for p in procs) or time.monotonic() > end:
+                    raise AssertionError(f"a starter died or hung before round {r}:\n" + "\n".join(outputs()))
+                time.sleep(0.01)
+            (tmp_path / f"go-{r}").touch()
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=60)
+        out = outputs()
+        assert [p.returncode for p in procs] == [0, 0], out
+        for text in out:
+            assert "Traceback" not in text and all(f"round {r}: ok" in text for r in range(rounds)), text
+        target = sql.schema_version("postgres")
+        for url in urls:
+            with psycopg.connect(url, autocommit=True) as conn:
+                assert conn.execute("SELECT version FROM fo_schema_version").fetchall() == [(target,)]
+                assert conn.execute("SELECT status, count(*) FROM fo_runs GROUP BY 1").fetchall() == [("Succeeded", 2)]
+                assert conn.execute("SELECT flow_id FROM fo_flows").fetchall() == [("hello",)]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            for stream in (p.stdout, p.stderr):
+                if stream is not None:
+                    stream.close()
+        for n in names:
+            pg_server.drop(n)
