@@ -1,4 +1,4 @@
-"""``create_app``: the API and the webhook receiver as one Starlette app to mount (default ``/flows``)."""
+"""``create_app``: the dashboard, the API and the webhook receiver as one Starlette app to mount (default ``/flows``)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ from ..exceptions import (
 from ..orchestrator import Orchestrator
 from ._http import ApiError, error_response
 from .api import api_routes
-from .auth import AuthGuard, AuthHook, NoAuth
+from .auth import AuthGuard, AuthHook, BearerAuth, NoAuth
+from .dashboard import dashboard_routes
 from .webhooks import DEFAULT_MAX_BODY_SIZE, webhook_routes
 
 __all__ = ["create_app"]
@@ -74,14 +75,19 @@ def create_app(
     manage_lifespan: bool = False,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
 ) -> Starlette:
-    """The dashboard's Starlette app: the JSON API under ``/api`` and the webhook receiver at ``/api/webhook/{slug}``.
+    """The dashboard's Starlette app: the page at ``/`` (assets under ``/static``), the JSON API under ``/api``
+    and the webhook receiver at ``/api/webhook/{slug}``.
 
     ``auth`` must be given: :class:`~floworchestrator.web.BasicAuth`,
     :class:`~floworchestrator.web.BearerAuth`, a callable ``(request) -> bool``
     (or an awaitable bool) for the host application's own check, or
     :class:`~floworchestrator.web.NoAuth` to turn authentication off
     explicitly. Every route but the webhook receiver (which checks each
-    webhook's own secret) then answers 401 without valid credentials.
+    webhook's own secret) then answers 401 without valid credentials — the
+    page too, with a ``WWW-Authenticate`` challenge for Basic so the browser
+    asks for a password. With ``BearerAuth`` the page and its assets (which
+    hold no data) are served to anyone, since a browser cannot send a token
+    on a page load; the page asks for the token and sends it to the API.
 
     Mount it anywhere (``host.mount("/flows", create_app(orch, auth=...))``).
     It does not start the orchestrator unless ``manage_lifespan=True``: by
@@ -112,9 +118,12 @@ def create_app(
 
     api = Router(routes=api_routes(orchestrator, max_body_size=max_body_size))
     guarded = api if isinstance(auth, NoAuth) else AuthGuard(api, auth)
+    pages = Router(routes=dashboard_routes())
+    guarded_pages = pages if isinstance(auth, (NoAuth, BearerAuth)) else AuthGuard(pages, auth)
     app = Starlette(
         # The receiver comes first and outside the guard: senders prove themselves with the webhook's secret.
-        routes=[*webhook_routes(orchestrator, path="/api/webhook/{slug}", max_body_size=max_body_size), Mount("/api", app=guarded)],
+        routes=[*webhook_routes(orchestrator, path="/api/webhook/{slug}", max_body_size=max_body_size), Mount("/api", app=guarded),
+                Mount("", app=guarded_pages)],
         lifespan=lifespan,
         exception_handlers={
             ApiError: _api_error,

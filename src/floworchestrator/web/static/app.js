@@ -1,0 +1,72 @@
+// The dashboard: hash routing between the views, live updates, and the bearer-token field.
+
+import { getToken, onAuthRequired, setToken } from "./api.js";
+import { h, notice, replace } from "./dom.js";
+import { Live } from "./live.js";
+import { flowsView, flowView } from "./views/flows.js";
+import { overviewView } from "./views/overview.js";
+import { runView } from "./views/run.js";
+import { runsView } from "./views/runs.js";
+
+const ROUTES = [
+  [/^\/?$/, "overview", (root) => overviewView(root)],
+  [/^\/flows\/?$/, "flows", (root) => flowsView(root)],
+  [/^\/flows\/(.+)$/, "flows", (root, m) => flowView(root, decodeURIComponent(m[1]))],
+  [/^\/runs\/?$/, "runs", (root, m, params) => runsView(root, params)],
+  [/^\/runs\/(.+)$/, "runs", (root, m) => runView(root, decodeURIComponent(m[1]))],
+];
+
+const root = document.getElementById("view");
+const live = new Live(document.getElementById("live"));
+let current = 0;
+
+async function route() {
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const [path, search] = hash.split("?", 2);
+  const params = new URLSearchParams(search || "");
+  const token = ++current;
+  for (const [pattern, nav, make] of ROUTES) {
+    const m = path.match(pattern);
+    if (!m) continue;
+    for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === nav);
+    const view = make(root, m, params);
+    live.setView(view);
+    try {
+      await view.refresh();
+    } catch (err) {
+      if (token === current) root.append(notice("error", `Something went wrong: ${err.message}`));
+    }
+    return;
+  }
+  live.setView(null);
+  replace(root, h("h1", {}, "Not found"), h("p", {}, "No page here. ", h("a", { href: "#/" }, "Back to the overview")));
+}
+
+function tokenField() {
+  const form = document.getElementById("token-form");
+  const input = document.getElementById("token-input");
+  const forget = document.getElementById("token-forget");
+  forget.hidden = !getToken();
+  onAuthRequired(() => {
+    form.hidden = false;
+    input.focus();
+  });
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    setToken(input.value.trim());
+    input.value = "";
+    location.reload();
+  });
+  forget.addEventListener("click", () => {
+    setToken("");
+    location.reload();
+  });
+}
+
+tokenField();
+window.addEventListener("hashchange", route);
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) live.refreshView();
+});
+live.start();
+route();

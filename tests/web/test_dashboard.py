@@ -1,0 +1,132 @@
+"""Serving the dashboard: the page, its assets, the auth guard, and the redirect to the mount's slash."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.testclient import TestClient
+
+from floworchestrator import Orchestrator
+from floworchestrator.web import BasicAuth, BearerAuth, NoAuth, create_app
+from floworchestrator.web.auth import AuthHook
+from floworchestrator.web.dashboard import STATIC_DIR
+
+ASSETS = {
+    "app.js": "text/javascript",
+    "app.css": "text/css",
+    "api.js": "text/javascript",
+    "views/run.js": "text/javascript",
+}
+
+
+def client_for(auth: AuthHook, mount: str = "/flows") -> TestClient:
+    orch = Orchestrator(store="memory://", runtime="inprocess")
+    app = create_app(orch, auth=auth)
+    host = Starlette(routes=[Mount(mount, app=app)]) if mount else app
+    return TestClient(host, follow_redirects=False)
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    with client_for(NoAuth()) as c:
+        yield c
+
+
+def test_the_page_is_served_at_the_mount(client: TestClient) -> None:
+    r = client.get("/flows/")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/html; charset=utf-8"
+    assert '<script type="module" src="static/app.js">' in r.text  # relative: works under any mount
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_without_the_slash_redirects_to_it(client: TestClient) -> None:
+    r = client.get("/flows")
+    assert r.status_code in (307, 308)
+    assert r.headers["location"].endswith("/flows/")
+
+
+@pytest.mark.parametrize(("path", "media_type"), ASSETS.items())
+def test_assets_are_served_with_their_content_type(client: TestClient, path: str, media_type: str) -> None:
+    r = client.get(f"/flows/static/{path}")
+    assert r.status_code == 200
+    assert r.headers["content-type"].split(";")[0] == media_type
+    assert r.content == (STATIC_DIR / path).read_bytes()
+    assert r.headers["cache-control"] == "no-cache"
+    etag = r.headers["etag"]
+    assert client.get(f"/flows/static/{path}", headers={"if-none-match": etag}).status_code == 304
+
+
+def test_every_module_the_page_imports_is_served(client: TestClient) -> None:
+    """Walks the import statements from app.js: a module missing from the package would break the page."""
+    import re
+
+    seen: set[str] = set()
+    todo = ["app.js"]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        r = client.get(f"/flows/static/{path}")
+        assert r.status_code == 200, path
+        base = Path(path).parent
+        for spec in re.findall(r'^import .* from "(\.[^"]+)";$', r.text, flags=re.M):
+            todo.append((base / spec).as_posix().removeprefix("./") if not spec.startswith("../") else
+                        (base.parent / spec.removeprefix("../")).as_posix())
+    assert {"app.js", "api.js", "dom.js", "live.js", "graph.js", "charts.js", "views/run.js"} <= seen
+
+
+def test_an_unknown_asset_is_404_and_no_path_escapes(client: TestClient) -> None:
+    assert client.get("/flows/static/nope.js").status_code == 404
+    assert client.get("/flows/static/../dashboard.py").status_code == 404
+    assert client.get("/flows/static/%2e%2e/dashboard.py").status_code == 404
+
+
+def test_works_served_at_the_root() -> None:
+    with client_for(NoAuth(), mount="") as c:
+        assert c.get("/").status_code == 200
+        assert c.get("/static/app.js").status_code == 200
+        api = c.get("/api/flows")  # the API, not the page (503: the orchestrator is not started here)
+        assert api.status_code == 503 and api.json()["error"] == "unavailable"
+
+
+def test_basic_auth_guards_the_page_and_asks_the_browser() -> None:
+    with client_for(BasicAuth("admin", "pw")) as c:
+        for path in ("/flows/", "/flows/static/app.js"):
+            r = c.get(path)
+            assert r.status_code == 401
+            assert r.headers["www-authenticate"].startswith('Basic realm="floworchestrator"')
+        good = "Basic " + base64.b64encode(b"admin:pw").decode()
+        bad = "Basic " + base64.b64encode(b"admin:nope").decode()
+        assert c.get("/flows/", headers={"authorization": bad}).status_code == 401
+        assert c.get("/flows/", headers={"authorization": good}).status_code == 200
+        assert c.get("/flows/static/app.js", headers={"authorization": good}).status_code == 200
+
+
+def test_a_host_hook_guards_the_page() -> None:
+    with client_for(lambda request: request.headers.get("x-user") == "ann") as c:
+        assert c.get("/flows/").status_code == 401
+        assert c.get("/flows/", headers={"x-user": "ann"}).status_code == 200
+
+
+def test_with_bearer_auth_the_shell_is_open_and_the_api_guarded() -> None:
+    """A browser cannot send a token on a page load: the page (no data in it) asks for the token instead."""
+    with client_for(BearerAuth("tok")) as c:
+        assert c.get("/flows/").status_code == 200
+        assert c.get("/flows/static/app.js").status_code == 200
+        r = c.get("/flows/api/flows")
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+        assert c.get("/flows/api/flows", headers={"authorization": "Bearer tok"}).status_code in (200, 503)
+
+
+def test_unknown_paths_stay_json_404(client: TestClient) -> None:
+    r = client.get("/flows/nothing-here")
+    assert r.status_code == 404
+    assert r.json()["error"] == "not_found"
