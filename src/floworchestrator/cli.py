@@ -9,7 +9,8 @@ cron, because starting an orchestrator runs steps. Control commands
 orchestrator as a *client* (``start(workers=False)``): they write to the store
 and run no step; an orchestrator running on the same store (``serve``, or any
 process with workers) executes what they queue. ``serve`` runs the
-orchestrator with its workers and cron behind an HTTP server for webhooks.
+orchestrator with its workers and cron behind an HTTP server for webhooks and
+the dashboard (``/flows/``).
 ``prune`` only opens the store, and deletes finished runs older than an age.
 
 Every error the user can cause is one ``Error: ...`` line on stderr with
@@ -24,6 +25,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -60,6 +62,9 @@ FC = TypeVar("FC", bound=Callable[..., Any])
 
 APP_ENV = "FLOWORCHESTRATOR_APP"
 STORE_ENV = "FLOWORCHESTRATOR_STORE"
+DASHBOARD_USER_ENV = "FLOWORCHESTRATOR_DASHBOARD_USER"
+DASHBOARD_PASSWORD_ENV = "FLOWORCHESTRATOR_DASHBOARD_PASSWORD"
+DASHBOARD_PATH = "/flows"
 
 
 class BadUsage(click.ClickException):
@@ -407,21 +412,43 @@ def main(verbose: int) -> None:
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("floworchestrator-demo.db"),
               show_default=True, help="The SQLite file to keep the demo's runs in.")
 @click.option("--store", "store_url", metavar="URL", help="Use this store URL instead of --db (e.g. memory://).")
-@click.option("--keep", is_flag=True, help="Keep running after the summary, so the cron flow fires every minute (Ctrl-C stops).")
-def demo(db: Path, store_url: str | None, keep: bool) -> None:
-    """Run sample flows on a local SQLite file and show what happened."""
+@click.option("--keep", "--serve", "keep", is_flag=True,
+              help="Keep running after the summary and serve the dashboard on 127.0.0.1 (no login; Ctrl-C stops);"
+              " the cron flow fires every minute.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, metavar="PORT",
+              help="The dashboard's port with --keep (0: any free port).")
+def demo(db: Path, store_url: str | None, keep: bool, port: int) -> None:
+    """Run sample flows on a local SQLite file and show what happened.
+
+    With --keep the orchestrator goes on running and serves the dashboard at
+    http://127.0.0.1:PORT/flows/ — on this machine only, without a login.
+    """
     from . import demo as sample
 
     url = store_url or f"sqlite:///{db}"
     orch = sample.build(url, cron=keep)
+    sock = _listen("127.0.0.1", port) if keep else None  # a taken port is an error before anything runs
+    server = _dashboard_server(orch, _web_auth(no_auth=True), webhooks=False) if keep else None
     click.echo(f"Starting an in-process orchestrator on {click.style(url, bold=True)} with flows: {', '.join(orch.flows)}\n")
+    # As in serve: while the dashboard is served, SIGINT and SIGTERM stop the server, which then stops the orchestrator.
+    previous: dict[int, Any] = {}
+    if server is not None and threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        _run(_demo(orch, sample.demo_runs(), url, keep))
+        _run(_demo(orch, sample.demo_runs(), url, (server, sock) if server and sock else None, port))
     except KeyboardInterrupt:
         click.echo("\nStopped.")
+    else:
+        if server is not None:
+            click.echo("Stopped.")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if sock is not None:
+            sock.close()
 
 
-async def _demo(orch: Orchestrator, runs: Sequence[DemoRun], url: str, keep: bool) -> None:
+async def _demo(orch: Orchestrator, runs: Sequence[DemoRun], url: str, serving: tuple[Any, socket.socket] | None, port: int) -> None:
     async with orch:
         ids = [await orch.trigger(r.flow_id, r.body, trigger=r.trigger) for r in runs]
         for r, run_id in zip(runs, ids, strict=True):
@@ -440,16 +467,28 @@ async def _demo(orch: Orchestrator, runs: Sequence[DemoRun], url: str, keep: boo
             click.echo(f"The runs are stored in {click.style(url, bold=True)}. Look at them with:")
             _hint(f"floworchestrator runs {app}", f"floworchestrator run {ids[-1]} {app}", f"floworchestrator flows {app}",
                   f"floworchestrator schedules {app}")
-        if not keep:
+        if serving is None:
+            _echo_wrapped(f"To see them in the dashboard, run the demo with --keep: it serves http://127.0.0.1:{port}{DASHBOARD_PATH}/"
+                          " until Ctrl-C.")
             return
-        click.echo("\nStill running: the heartbeat flow fires at the start of every minute. Ctrl-C stops.")
-        seen = set(ids)
-        while True:
-            await asyncio.sleep(1.0)
-            for run in reversed(await orch.list_runs(limit=20)):
-                if run.run_id not in seen and run.status.is_final:
-                    seen.add(run.run_id)
-                    print_run_summary(run, await orch.get_steps(run.run_id))
+        server, sock = serving
+        dashboard = f"http://127.0.0.1:{sock.getsockname()[1]}{DASHBOARD_PATH}/"
+        click.echo(f"\nDashboard: {click.style(dashboard, bold=True)}  (this machine only, no login)")
+        click.echo("Still running: the heartbeat flow fires at the start of every minute. Ctrl-C stops.")
+        printer = asyncio.get_running_loop().create_task(_print_new_runs(orch, set(ids)))
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            printer.cancel()
+
+
+async def _print_new_runs(orch: Orchestrator, seen: set[str]) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        for run in reversed(await orch.list_runs(limit=20)):
+            if run.run_id not in seen and run.status.is_final:
+                seen.add(run.run_id)
+                print_run_summary(run, await orch.get_steps(run.run_id))
 
 
 @main.command()
@@ -1036,7 +1075,7 @@ def _listen(host: str, port: int) -> socket.socket:
         raise click.ClickException(f"cannot listen on {where}: {reason}") from None
 
 
-def _serve_banner(orch: Orchestrator, app_spec: str, url: str, path: str) -> None:
+def _serve_banner(orch: Orchestrator, app_spec: str, url: str, path: str, login: str) -> None:
     flows = orch.flows.values()
     parts = "in-process workers, recovery" + (", cron" if orch.cron else " (cron off: --no-cron)")
     click.echo(f"Serving {app_spec} ({len(flows)} flow{'s' if len(flows) != 1 else ''}) on {_store_label(orch.store)}: {parts}")
@@ -1053,6 +1092,7 @@ def _serve_banner(orch: Orchestrator, app_spec: str, url: str, path: str) -> Non
     crons = sum(isinstance(t, Cron) for f in flows for t in f.triggers.values())
     if orch.cron and crons:
         click.echo(f"  {crons} cron trigger{'s' if crons != 1 else ''} (floworchestrator schedules lists them)")
+    click.echo(f"Dashboard: {url}{DASHBOARD_PATH}/  ({login})")
     click.echo(f"Ctrl-C or SIGTERM stops; running steps get up to {orch.shutdown_timeout:g}s to finish.")
 
 
@@ -1080,25 +1120,105 @@ async def _serve(orch: Orchestrator, server: Any, sock: socket.socket, banner: C
         await orch.stop()
 
 
+def _web_auth(no_auth: bool) -> tuple[Any, str]:
+    """The dashboard's auth and how the banner describes it: NoAuth only when asked, else Basic with a
+    password from the environment or one made up now and printed."""
+    from .web import BasicAuth, NoAuth
+
+    if no_auth:
+        return NoAuth(), "no login (--no-auth)"
+    user = os.environ.get(DASHBOARD_USER_ENV) or "admin"
+    password = os.environ.get(DASHBOARD_PASSWORD_ENV)
+    if password:
+        return BasicAuth(user, password), f"user {user!r}, password from {DASHBOARD_PASSWORD_ENV}"
+    password = secrets.token_urlsafe(12)
+    made_up = f"made up for this run; set {DASHBOARD_PASSWORD_ENV} to choose it"
+    return BasicAuth(user, password), f"user {user!r}, password {password} ({made_up})"
+
+
+class _EndStreams:
+    """ASGI wrapper: when the server stops, event streams (``Accept: text/event-stream``) are told that
+    the client left, so they end at once instead of holding up the shutdown until the browser closes."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.closing: asyncio.Event | None = None
+
+    def close(self) -> None:
+        if self.closing is not None:
+            self.closing.set()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or b"text/event-stream" not in dict(scope.get("headers") or ()).get(b"accept", b""):
+            await self.app(scope, receive, send)
+            return
+        closing = self.closing = self.closing or asyncio.Event()
+
+        async def receive_or_leave() -> Any:
+            message = asyncio.ensure_future(receive())
+            leave = asyncio.ensure_future(closing.wait())
+            await asyncio.wait({message, leave}, return_when=asyncio.FIRST_COMPLETED)
+            leave.cancel()
+            if message.done():
+                return message.result()
+            message.cancel()
+            return {"type": "http.disconnect"}
+
+        finished = False
+
+        async def send_and_watch(message: Any) -> None:
+            nonlocal finished
+            finished = finished or (message["type"] == "http.response.body" and not message.get("more_body", False))
+            await send(message)
+
+        await self.app(scope, receive_or_leave, send_and_watch)
+        if not finished and closing.is_set():  # the stream stopped on our "disconnect": end its body properly
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _dashboard_server(orch: Orchestrator, auth: tuple[Any, str], *, webhooks: bool) -> Any:
+    """A uvicorn server for the dashboard at /flows/ (and the webhook receiver at /webhook/{slug} if asked)."""
+    import uvicorn
+    from starlette.applications import Starlette
+
+    from .web import create_app, create_webhook_app
+
+    app = create_webhook_app(orch, manage_lifespan=True) if webhooks else Starlette()
+    app.mount(DASHBOARD_PATH, create_app(orch, auth=auth[0]))  # the same one line a host application writes
+    streams = _EndStreams(app)
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            streams.close()
+            await super().shutdown(sockets)
+
+    config = uvicorn.Config(streams, lifespan="on", log_config=None, log_level=None, access_log=webhooks, timeout_graceful_shutdown=10)
+    return Server(config)
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, metavar="HOST", help="The address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, metavar="PORT", help="The port (0: any free port).")
 @click.option("--cron/--no-cron", default=True, show_default=True, help="Fire the flows' cron triggers from this process.")
+@click.option("--no-auth", is_flag=True,
+              help=f"Serve the dashboard and its API without a login (only behind your own protection). Otherwise HTTP Basic:"
+              f" user {DASHBOARD_USER_ENV} (default admin), password {DASHBOARD_PASSWORD_ENV} (default: made up and printed).")
 @_app_options
-def serve(host: str, port: int, cron: bool, app_spec: str | None, store_url: str | None) -> None:
-    """Run the orchestrator with its workers and cron, and an HTTP server for webhooks.
+def serve(host: str, port: int, cron: bool, no_auth: bool, app_spec: str | None, store_url: str | None) -> None:
+    """Run the orchestrator with its workers and cron, and an HTTP server for webhooks and the dashboard.
 
     The orchestrator runs in-process workers, recovery and cron. POST /webhook/{slug} starts a run of the flow whose Webhook trigger has
-    that slug. Steps queued by other commands (trigger --no-wait, signal,
+    that slug. The dashboard and its JSON API are at /flows/, behind HTTP
+    Basic authentication unless --no-auth. Steps queued by other commands (trigger --no-wait, signal,
     retry, rerun) run here too. Ctrl-C or SIGTERM stops: the server stops
     taking requests, running steps get the orchestrator's shutdown_timeout
     to finish, and queued steps stay in the store for the next start.
     Needs the web extra: pip install 'floworchestrator[web]'.
     """
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401  (imported here only to say what to install when it is missing)
 
-        from .web.webhooks import DEFAULT_PATH, create_webhook_app
+        from .web.webhooks import DEFAULT_PATH
     except ImportError as exc:
         missing = exc.name or getattr(exc.__cause__, "name", None) or "starlette"
         raise click.ClickException(
@@ -1122,16 +1242,15 @@ def serve(host: str, port: int, cron: bool, app_spec: str | None, store_url: str
     # accepted webhook passes extra={"created": ...}, which logging refuses with a KeyError.)
     logging.getLogger("floworchestrator.web").setLevel(logging.WARNING)
 
-    app = create_webhook_app(orch, manage_lifespan=True)
-    config = uvicorn.Config(app, lifespan="on", log_config=None, log_level=None, access_log=True)
-    server = uvicorn.Server(config)
+    auth = _web_auth(no_auth)
+    server = _dashboard_server(orch, auth, webhooks=True)
     # uvicorn catches SIGINT/SIGTERM while it serves and raises them again when it is done; with
     # its own handler in place before and after, a signal at any time means a clean stop, exit 0.
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        _run(_serve(orch, server, sock, lambda: _serve_banner(orch, app_spec, url, DEFAULT_PATH)))
+        _run(_serve(orch, server, sock, lambda: _serve_banner(orch, app_spec, url, DEFAULT_PATH, auth[1])))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -1,8 +1,18 @@
-"""Serving the dashboard: the page, its assets, the auth guard, and the redirect to the mount's slash."""
+"""Serving the dashboard: the page, its assets, the auth guard, the redirect to the mount's slash, and the
+commands that serve it (``demo --keep``, ``serve``)."""
 
 from __future__ import annotations
 
 import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,8 +75,6 @@ def test_assets_are_served_with_their_content_type(client: TestClient, path: str
 
 def test_every_module_the_page_imports_is_served(client: TestClient) -> None:
     """Walks the import statements from app.js: a module missing from the package would break the page."""
-    import re
-
     seen: set[str] = set()
     todo = ["app.js"]
     while todo:
@@ -130,3 +138,100 @@ def test_unknown_paths_stay_json_404(client: TestClient) -> None:
     r = client.get("/flows/nothing-here")
     assert r.status_code == 404
     assert r.json()["error"] == "not_found"
+
+
+# -- the command line serves it -------------------------------------------------------------------
+
+
+def _start(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], list[str]]:
+    """Starts the installed script and reads stdout up to its "Dashboard: URL" line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWORCHESTRATOR_")} | (env_extra or {})
+    exe = Path(sys.executable).parent / "floworchestrator"
+    proc = subprocess.Popen([str(exe), *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 30
+    while not (lines and lines[-1].startswith("Dashboard: ")):
+        line = proc.stdout.readline()
+        if not line or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"no Dashboard line: {lines}, {proc.communicate()[1]}")
+        lines.append(line.rstrip("\n"))
+    return proc, lines
+
+
+def _get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with direct.open(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    return out
+
+
+def test_demo_keep_serves_the_dashboard_and_stops_on_sigterm(tmp_path: Path) -> None:
+    proc, lines = _start(["demo", "--store", "memory://", "--keep", "--port", "0"], tmp_path)
+    try:
+        url = lines[-1].split()[1]
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/flows/", url), lines[-1]
+        assert "no login" in lines[-1]
+        assert _get(url)[0] == 200
+        status, body = _get(url + "api/runs")
+        assert status == 200 and json.loads(body)["total"] == 5  # the demo's runs
+    finally:
+        out = _stop(proc)
+    assert out.rstrip().endswith("Stopped.")
+
+
+def test_demo_without_keep_says_how_to_see_the_dashboard(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from floworchestrator.cli import main
+
+    out = CliRunner().invoke(main, ["demo", "--store", "memory://"]).stdout
+    assert "run the demo with --keep: it serves http://127.0.0.1:8000/flows/" in " ".join(out.split())
+
+
+def test_serve_puts_the_dashboard_behind_basic_auth(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'serve.db'}"
+    proc, lines = _start(["serve", "--app", "floworchestrator.demo:orchestrator", "--store", store, "--port", "0"], tmp_path)
+    try:
+        m = re.fullmatch(r"Dashboard: (\S+)  \(user 'admin', password (\S+) \(made up for this run.*\)\)", lines[-1])
+        assert m, lines[-1]
+        url, password = m.groups()
+        status, _ = _get(url)
+        assert status == 401
+        assert _get(url, ("admin", password))[0] == 200
+        assert _get(url + "api/flows", ("admin", password))[0] == 200
+        assert _get(url + "api/flows", ("admin", "wrong"))[0] == 401
+    finally:
+        _stop(proc)
+
+
+def test_serve_takes_the_password_from_the_environment_or_no_auth(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'serve.db'}"
+    app = ["serve", "--app", "floworchestrator.demo:orchestrator", "--store", store, "--port", "0", "--no-cron"]
+    proc, lines = _start(app, tmp_path, {"FLOWORCHESTRATOR_DASHBOARD_USER": "ops", "FLOWORCHESTRATOR_DASHBOARD_PASSWORD": "pw"})
+    try:
+        assert "user 'ops', password from FLOWORCHESTRATOR_DASHBOARD_PASSWORD" in lines[-1]
+        assert "pw" not in lines[-1].replace("password", "")
+        assert _get(lines[-1].split()[1], ("ops", "pw"))[0] == 200
+    finally:
+        _stop(proc)
+    proc, lines = _start([*app, "--no-auth"], tmp_path)
+    try:
+        assert lines[-1].endswith("(no login (--no-auth))")
+        assert _get(lines[-1].split()[1])[0] == 200
+    finally:
+        _stop(proc)
