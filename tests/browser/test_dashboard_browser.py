@@ -14,7 +14,7 @@ from typing import Any
 from playwright.sync_api import expect
 
 from floworchestrator import RunStatus
-from floworchestrator.web import BasicAuth
+from floworchestrator.web import BasicAuth, BearerAuth
 
 from .conftest import XSS, Server, screenshot, serve
 
@@ -187,3 +187,88 @@ def test_basic_auth_guards_the_page_and_the_browser_logs_in(browser: Any, tmp_pa
         expect(page.locator(".live")).to_have_text("live", timeout=10_000)
         screenshot(page, "12-basic-auth")
         context.close()
+
+
+def test_bearer_token_is_asked_for_and_the_page_polls(browser: Any, tmp_path: Any) -> None:
+    for srv in serve(tmp_path, BearerAuth("t0ken")):
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(srv.url + "#/flows")
+        token_form = page.locator("#token-form")
+        expect(token_form).to_be_visible()  # the API said 401 with a Bearer challenge
+        expect(page.locator("main")).to_contain_text("unavailable (401")
+        page.get_by_label("Bearer token").fill("t0ken")
+        page.get_by_role("button", name="Use").click()
+        expect(page.locator('tr[data-flow="orders"]')).to_be_visible()
+        expect(token_form).to_be_hidden()
+        expect(page.locator(".live")).to_have_text("polling")  # EventSource cannot send the token
+        run_id = srv.call(srv.orch.trigger("orders", {"orderId": "A-17"}))
+        page.goto(srv.url + f"#/runs/{run_id}")
+        expect(page.locator(".run-header .badge").first).to_have_text("Succeeded")
+        screenshot(page, "13-bearer-token")
+        page.get_by_role("button", name="Forget token").click()
+        expect(token_form).to_be_visible()
+        context.close()
+
+
+def test_without_the_event_stream_the_page_polls(server: Server, page: Any) -> None:
+    page.route("**/api/events/stream*", lambda route: route.fulfill(status=503, content_type="application/json", body="{}"))
+    page.goto(server.url + "#/runs")
+    expect(page.locator(".live")).to_have_text("polling")
+    expect(page.locator(".runs-table")).to_have_count(0)
+    run_id = server.call(server.orch.trigger("orders", {"orderId": "A-17"}))
+    row = page.locator(f'.runs-table tr[data-run="{run_id}"]')
+    expect(row).to_contain_text("Succeeded", timeout=10_000)  # without a reload: polled
+
+
+def test_views_degrade_when_endpoints_are_missing(server: Server, page: Any) -> None:
+    missing = json.dumps({"error": "not_found", "detail": "no such endpoint"})
+    for pattern in ("**/api/runs/stats*", "**/api/runs/active*"):
+        page.route(pattern, lambda route: route.fulfill(status=404, content_type="application/json", body=missing))
+    run_id = server.call(server.orch.trigger("features", {"amount": 1, "items": []}))
+    page.goto(server.url)
+    expect(page.locator("main")).to_contain_text("Run counts unavailable (404: no such endpoint)")
+    expect(page.locator("main")).to_contain_text("runs-over-time chart unavailable")
+    # the active runs come from GET /api/runs?status=Running instead
+    expect(page.locator(f'main a[href="#/runs/{run_id}"]')).to_be_visible()
+    screenshot(page, "14-overview-degraded")
+
+
+def test_cron_schedule_pause_edit_and_copy_mermaid(server: Server, page: Any) -> None:
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.goto(server.url + "#/flows/heartbeat")
+    row = page.locator('tr[data-trigger="every_minute"]')
+    expect(row).to_contain_text("active")
+    row.get_by_role("button", name="Pause").click()
+    expect(row).to_contain_text("paused")
+    row.get_by_label("cron expression of every_minute").fill("*/5 * * * *")
+    row.get_by_role("button", name="Save").click()
+    expect(row.get_by_role("button", name="Reset")).to_be_visible()
+    (sched,) = server.call(server.orch.list_schedules())
+    assert sched.paused and sched.overridden and sched.expression == "*/5 * * * *"
+    row.get_by_label("cron expression of every_minute").fill("not a cron")
+    row.get_by_role("button", name="Save").click()
+    expect(row.locator(".error-text")).to_contain_text("invalid cron expression")
+    row.get_by_role("button", name="Resume").click()
+    expect(row).to_contain_text("active")
+    screenshot(page, "15-flow-heartbeat-schedules")
+    page.get_by_role("button", name="Copy Mermaid").click()
+    expect(page.locator("main")).to_contain_text("Copied.")
+    assert page.evaluate("navigator.clipboard.readText()").startswith("flowchart TD")
+
+
+def test_runs_search_and_paging(server: Server, page: Any) -> None:
+    for i in range(30):
+        server.call(server.orch.trigger("heartbeat", {"scheduled_at": f"tick-{i}"}))
+    server.call(server.orch.trigger("orders", {"orderId": "needle-42"}))
+    page.goto(server.url + "#/runs")
+    expect(page.locator(".pager")).to_contain_text("1\N{EN DASH}25 of 31")
+    page.get_by_role("button", name=re.compile("^Older")).click()
+    expect(page.locator(".pager")).to_contain_text("26\N{EN DASH}31 of 31")
+    expect(page.locator(".runs-table tbody tr")).to_have_count(6)
+    page.get_by_label("search").fill("needle-42")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator(".runs-table tbody tr")).to_have_count(1)
+    expect(page.locator(".runs-table tbody tr")).to_contain_text("orders")
+    assert "search=needle-42" in page.url and "offset" not in page.url
+    screenshot(page, "16-runs-search")

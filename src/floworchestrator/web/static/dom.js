@@ -194,3 +194,13 @@ export function serialized(fn) {
   };
   return run;
 }
+
+const shown = new WeakMap();
+
+/** Renders into `el` only when `data` differs from what it last showed, so typing and messages survive refreshes. */
+export function renderChanged(el, data, render) {
+  const key = JSON.stringify(data) ?? "undefined";
+  if (shown.get(el) === key) return;
+  shown.set(el, key);
+  render();
+}

@@ -1,7 +1,7 @@
 // #/flows — the flows, with an enabled switch; #/flows/{id} — one flow: trigger, schedules, DAG, Mermaid.
 
 import { api, query } from "../api.js";
-import { badge, copyText, fmtAgo, h, notice, replace, unavailable, serialized } from "../dom.js";
+import { badge, copyText, fmtAgo, fmtTime, h, notice, renderChanged, replace, serialized, unavailable } from "../dom.js";
 import { dagSvg } from "../graph.js";
 import { runLink } from "./overview.js";
 
@@ -49,7 +49,7 @@ export function flowsView(root) {
       return;
     }
     const flows = data.flows || [];
-    replace(list, flows.length
+    renderChanged(list, flows, () => replace(list, flows.length
       ? h("table", { class: "table" },
         h("thead", {}, h("tr", {}, ...["Flow", "Description", "Triggers", "Steps", "Enabled"].map((t) => h("th", {}, t)))),
         h("tbody", {}, ...flows.map((f) => h("tr", { dataset: { flow: f.flow_id } },
@@ -58,7 +58,7 @@ export function flowsView(root) {
           h("td", {}, ...triggerList(f.triggers)),
           h("td", { class: "num" }, String(f.step_count)),
           h("td", {}, enabledToggle(f))))))
-      : h("p", { class: "muted" }, "No flow is registered."));
+      : h("p", { class: "muted" }, "No flow is registered.")));
   });
 
   return { refresh, onEvent: () => false };
@@ -136,7 +136,7 @@ function scheduleRow(sch, refresh) {
     message),
     h("td", {}, sch.timezone || "UTC"),
     h("td", {}, sch.paused ? badge("Paused", "paused") : badge("Running", "active")),
-    h("td", { class: "mono small" }, (sch.next_fires || []).map((t) => new Date(t).toLocaleString()).join(", ") || "—"),
+    h("td", { class: "mono small" }, (sch.next_fires || []).map(fmtTime).join(", ") || "—"),
     h("td", {}, sch.paused
       ? h("button", { on: { click: act("resume", { method: "POST" }) } }, "Resume")
       : h("button", { on: { click: act("pause", { method: "POST" }) } }, "Pause"),
@@ -179,26 +179,26 @@ export function flowView(root, flowId) {
       const f = flow.value;
       mermaid = f.mermaid || "";
       mermaidText.textContent = mermaid;
-      replace(head,
+      renderChanged(head, f, () => replace(head,
         h("div", { class: "title-row" }, h("h1", {}, f.flow_id), enabledToggle(f, () => refresh())),
         f.description ? h("p", {}, f.description) : null,
         h("p", { class: "muted" }, `version ${f.version ?? "—"} · ${f.step_count} steps · manifest `, h("span", { class: "mono" }, f.manifest_id || "—"),
           f.timeout ? ` · timeout ${f.timeout} s` : ""),
-        h("div", {}, ...triggerList(f.triggers)));
-      replace(graph, dagSvg(f.steps || {}, { maxWidth: graph.clientWidth || 1150 }));
+        h("div", {}, ...triggerList(f.triggers))));
+      renderChanged(graph, f.steps, () => replace(graph, dagSvg(f.steps || {}, { maxWidth: graph.clientWidth || 1150 })));
     } else {
-      replace(head, h("h1", {}, flowId), unavailable("This flow", flow.reason));
-      replace(graph);
+      renderChanged(head, null, () => replace(head, h("h1", {}, flowId), unavailable("This flow", flow.reason)));
+      renderChanged(graph, null, () => replace(graph));
     }
     if (sch.status === "fulfilled") {
       const mine = (sch.value.schedules || []).filter((x) => x.flow_id === flowId);
-      replace(schedules, mine.length
+      renderChanged(schedules, mine, () => replace(schedules, mine.length
         ? h("table", { class: "table" },
           h("thead", {}, h("tr", {}, ...["Trigger", "Expression", "Timezone", "State", "Next fires", ""].map((t) => h("th", {}, t)))),
           h("tbody", {}, ...mine.map((x) => scheduleRow(x, refresh))))
-        : h("p", { class: "muted" }, "This flow has no cron trigger."));
+        : h("p", { class: "muted" }, "This flow has no cron trigger.")));
     } else {
-      replace(schedules, unavailable("Schedules", sch.reason));
+      renderChanged(schedules, null, () => replace(schedules, unavailable("Schedules", sch.reason)));
     }
     if (recent.status === "fulfilled") {
       const list = recent.value.runs || [];

@@ -4,7 +4,7 @@ import { api, isMissingEndpoint, query } from "../api.js";
 import { RUN_STATUSES, runsChart } from "../charts.js";
 import { badge, fmtAgo, h, replace, shortId, unavailable, serialized } from "../dom.js";
 
-const BUCKETS = { minute: 60, hour: 48, day: 30 };
+const BUCKETS = { minute: 60, hour: 24, day: 30 };
 
 export function runLink(run) {
   return h("a", { href: `#/runs/${encodeURIComponent(run.run_id)}`, class: "mono", title: run.run_id }, shortId(run.run_id));
