@@ -214,3 +214,73 @@ def test_two_processes_starting_at_once_on_a_fresh_database_migrate_once(pg_serv
                     stream.close()
         for n in names:
             pg_server.drop(n)
+
+
+# --- a lost connection during a step ------------------------------------------------------------------------------
+
+
+async def test_store_connections_cut_while_steps_run_do_not_corrupt_runs(
+    torture_db: Db, workers: Workers, client: Orchestrator
+) -> None:
+    """pg_terminate_backend on every connection of the workers' stores (both writers and the read pool)
+    while handlers are running, then again and again while runs flow. The stores reconnect, each step
+    is completed, retried or recovered, and every run ends Succeeded with the right outputs."""
+    db = torture_db
+    pids = workers.spawn(2, concurrency=8, lease=2, recovery_interval=0.2, stale_after=1)
+    await workers.wait_ready(pids)
+
+    # Six runs whose step "h" is running (its handler waits for a gate) when the connections go.
+    held = await trigger_many(client, "hold", range(6), hold="gate")
+    await db.wait_for("SELECT count(DISTINCT run_id) FROM torture_effects WHERE step_key = 'h'", until=6, what="6 held steps")
+    assert db.cut_store_connections() > 0
+    db.rows("INSERT INTO torture_gates (run_id) SELECT unnest(%s::text[])", (list(held),))
+
+    # And while 60 more runs go through, cut them five more times.
+    runs = {**held, **await trigger_many(client, "diamond", range(60))}
+    for _ in range(5):
+        await asyncio.sleep(0.15)
+        db.cut_store_connections()
+    await db.wait_runs_finished(len(runs), timeout=60)
+    await db.wait_for("SELECT count(*) FROM torture_queue", until=0, what="the queue to drain")
+
+    # And once the cutting stops, the workers go on as before.
+    runs.update(await trigger_many(client, "diamond", range(100, 120)))
+    await db.wait_runs_finished(len(runs), timeout=60)
+    await db.wait_for("SELECT count(*) FROM torture_queue", until=0, what="the queue to drain")
+
+    await check_runs(client, db, runs)
+    codes = await workers.stop_all()
+    assert set(codes.values()) == {0}, workers.logs()
+
+
+async def test_store_connections_cut_while_idle_do_not_let_a_running_steps_lease_lapse(
+    torture_db: Db, workers: Workers, client: Orchestrator
+) -> None:
+    """A worker whose only store traffic is the heartbeat of one long step: cut its store's connections
+    while they are idle (a server restart, a proxy's idle timeout), three times. Each time the next
+    heartbeat must reconnect and extend the lease, or another worker would run the step a second time
+    while the first is still at it."""
+    db = torture_db
+    lease = 3.0
+    pids = workers.spawn(2, concurrency=4, lease=lease, recovery_interval=0.2, stale_after=1)
+    await workers.wait_ready(pids)
+    run_id = await client.trigger("hold", {"n": 1, "hold": "gate"})
+    await db.wait_for("SELECT count(*) FROM torture_effects WHERE run_id = %s AND step_key = 'h'", (run_id,), until=1,
+                      what="step h to start")
+    ((owner, generation),) = db.rows("SELECT owner, generation FROM fo_steps WHERE run_id = %s AND step_key = 'h'", (run_id,))
+    for _ in range(3):
+        cut_at = db.value("SELECT extract(epoch FROM clock_timestamp())::float8")
+        assert db.cut_store_connections() > 0
+        # The same claim's heartbeat went through after the cut: its lease now ends a full lease after it.
+        await db.wait_for(
+            "SELECT lease_until > %s AND owner = %s AND generation = %s AND status = 'Running' FROM fo_steps "
+            "WHERE run_id = %s AND step_key = 'h'", (cut_at + lease, owner, generation, run_id),
+            timeout=20, what="a heartbeat of the same claim after the cut",
+        )
+    db.rows("INSERT INTO torture_gates (run_id) VALUES (%s)", (run_id,))
+    await db.wait_runs_finished(1, timeout=30)
+    attempts = await check_runs(client, db, {run_id: ("hold", 1)})
+    assert [(a.step_key, a.status) for a in attempts[run_id]] == [
+        ("a", StepStatus.SUCCEEDED), ("h", StepStatus.SUCCEEDED), ("z", StepStatus.SUCCEEDED)], workers.logs()
+    codes = await workers.stop_all()
+    assert set(codes.values()) == {0}, workers.logs()
