@@ -188,7 +188,7 @@ def test_demo_keep_serves_the_dashboard_and_stops_on_sigterm(tmp_path: Path) -> 
         assert "no login" in lines[-1]
         assert _get(url)[0] == 200
         status, body = _get(url + "api/runs")
-        assert status == 200 and json.loads(body)["total"] == 5  # the demo's runs
+        assert status == 200 and json.loads(body)["total"] >= 5  # the demo's runs (and a heartbeat if a minute began)
     finally:
         out = _stop(proc)
     assert out.rstrip().endswith("Stopped.")
