@@ -142,7 +142,9 @@ def server(tmp_path: Path) -> Iterator[Server]:
     yield from serve(tmp_path, NoAuth())
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is running, asyncio.run() fails in this thread,
+# which the tests collected after these (the CLI's, pytest-asyncio's) need.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
         pytest.fail(

@@ -111,6 +111,11 @@ def test_retry_a_failed_step(server: Server, page: Any) -> None:
     expect(panel).to_contain_text("the partner is down")
     expect(step_row(page, "after")).to_contain_text("Skipped")
     screenshot(page, "07-run-failed")
+    step_row(page, "after").click()  # skipped because its predecessor failed: the panel says so
+    expect(panel.locator(".why-skipped")).to_contain_text("call")
+    expect(panel.locator(".why-skipped")).to_contain_text("Failed not accepted")
+    expect(panel.get_by_role("button", name="Retry")).to_have_count(0)  # Skipped is not retried on its own
+    page.locator('svg.dag .node[data-step="call"]').click()
     server.switches.flaky_ok = True
     panel.get_by_role("button", name="Retry").click()
     expect(page.locator(".run-header .badge").first).to_have_text("Succeeded", timeout=20_000)

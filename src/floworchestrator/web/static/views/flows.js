@@ -3,9 +3,7 @@
 import { api, query } from "../api.js";
 import { badge, copyText, fmtAgo, fmtTime, h, notice, renderChanged, replace, serialized, unavailable } from "../dom.js";
 import { dagSvg } from "../graph.js";
-import { runLink } from "./overview.js";
-
-const flowHref = (id) => `#/flows/${encodeURIComponent(id)}`;
+import { flowHref, runHref, runLink } from "./common.js";
 
 function triggerList(triggers) {
   return Object.entries(triggers || {}).map(([name, t]) => {
@@ -102,7 +100,7 @@ function triggerForm(flowId) {
         replace(message, h("span", { class: "muted" }, "Starting…"));
         try {
           const started = await api(`flows/${encodeURIComponent(flowId)}/trigger`, { method: "POST", raw: v.raw || "null" });
-          location.hash = `#/runs/${encodeURIComponent(started.run_id)}`;
+          location.hash = runHref(started.run_id);
         } catch (err) {
           replace(message, notice("error", `Could not start a run (${err.status || "error"}): ${err.detail || err.message}`));
         } finally {

@@ -2,13 +2,10 @@
 
 import { api, isMissingEndpoint, query } from "../api.js";
 import { RUN_STATUSES, runsChart } from "../charts.js";
-import { badge, fmtAgo, h, replace, shortId, unavailable, serialized } from "../dom.js";
+import { badge, fmtAgo, h, replace, serialized, unavailable } from "../dom.js";
+import { flowLink, runLink } from "./common.js";
 
 const BUCKETS = { minute: 60, hour: 24, day: 30 };
-
-export function runLink(run) {
-  return h("a", { href: `#/runs/${encodeURIComponent(run.run_id)}`, class: "mono", title: run.run_id }, shortId(run.run_id));
-}
 
 async function activeRuns() {
   try {
@@ -63,7 +60,7 @@ export function overviewView(root) {
         ? h("table", { class: "table" },
           h("thead", {}, h("tr", {}, h("th", {}, "Run"), h("th", {}, "Flow"), h("th", {}, "Status"), h("th", {}, "Started"))),
           h("tbody", {}, ...runs.map((r) => h("tr", {},
-            h("td", {}, runLink(r)), h("td", {}, r.flow_id), h("td", {}, badge(r.status)), h("td", {}, fmtAgo(r.created_at))))))
+            h("td", {}, runLink(r)), h("td", {}, flowLink(r.flow_id)), h("td", {}, badge(r.status)), h("td", {}, fmtAgo(r.created_at))))))
         : h("p", { class: "muted" }, "No run is running."),
       (running.value.total ?? 0) > runs.length ? h("a", { href: "#/runs?status=Running" }, `all ${running.value.total} running runs`) : null);
     } else {

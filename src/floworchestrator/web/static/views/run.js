@@ -2,7 +2,8 @@
 
 import { api } from "../api.js";
 import { ganttChart } from "../charts.js";
-import { badge, compact, fmtClock, fmtDuration, fmtTime, h, jsonBlock, notice, parseTime, pretty, replace, unavailable, serialized } from "../dom.js";
+import { badge, compact, fmtClock, fmtDuration, fmtTime, h, jsonBlock, notice, parseTime, pretty, replace, serialized, unavailable } from "../dom.js";
+import { flowLink, runHref } from "./common.js";
 import { dagSvg } from "../graph.js";
 
 const RETRYABLE = new Set(["Failed", "TimedOut", "Cancelled"]);
@@ -81,7 +82,7 @@ export function runView(root, runId) {
     replace(header,
       h("div", { class: "title-row" }, h("h1", { class: "mono" }, runId), badge(run.status)),
       h("dl", { class: "facts" },
-        h("dt", {}, "Flow"), h("dd", {}, h("a", { href: `#/flows/${encodeURIComponent(run.flow_id)}` }, run.flow_id)),
+        h("dt", {}, "Flow"), h("dd", {}, flowLink(run.flow_id)),
         h("dt", {}, "Trigger"), h("dd", {}, run.trigger || "—"),
         h("dt", {}, "Created"), h("dd", {}, fmtTime(run.created_at)),
         h("dt", {}, "Finished"), h("dd", {}, fmtTime(run.finished_at)),
@@ -93,7 +94,7 @@ export function runView(root, runId) {
         ? h("details", {}, h("summary", {}, "Trigger headers"), jsonBlock(run.trigger_headers)) : null);
     replace(actions,
       run.status === "Running" ? act("Cancel run", `runs/${enc}/cancel`) : null,
-      act("Re-run", `runs/${enc}/rerun`, (answer) => { location.hash = `#/runs/${encodeURIComponent(answer.run_id)}`; }));
+      act("Re-run", `runs/${enc}/rerun`, (answer) => { location.hash = runHref(answer.run_id); }));
   }
 
   function renderWaiting() {
@@ -237,7 +238,8 @@ export function runView(root, runId) {
             h("td", { class: "mono" }, String(c.expression ?? "")),
             h("td", { class: "mono" }, c.error ? `error: ${c.error}` : String(c.evaluated ?? "")),
             h("td", {}, badge(c.result === true ? "Succeeded" : "Failed", String(c.result)))))))]
-        : step.trace ? [h("h3", {}, step.status === "Skipped" ? "Why skipped" : "Trace"), jsonBlock(step.trace)] : null,
+        : step.trace ? [h("h3", {}, step.status === "Skipped" ? "Why skipped" : "Trace"), jsonBlock(step.trace)]
+          : step.status === "Skipped" && def ? whyNotRun(def) : null,
       h("h3", {}, "Inputs"), jsonBlock(step.inputs, "step-inputs"),
       h("h3", {}, "Output"), jsonBlock(step.output, "step-output"),
       children.length ? [h("h3", {}, "Items"), h("ul", { class: "children" }, ...children.map((c) => h("li", {},
@@ -254,6 +256,25 @@ export function runView(root, runId) {
           a.error ? h("tr", { class: "attempt-error" }, h("td", {}), h("td", { colspan: 3, class: "mono small error-text" }, a.error)) : null,
         ])))
         : h("p", { class: "muted" }, "None."));
+  }
+
+  /** A skip that came from the predecessors (no condition trace): what each one ended in, and what the step accepts. */
+  function whyNotRun(def) {
+    const entries = Object.entries(def.run_after || {});
+    if (!entries.length) return null;
+    const prefix = selected.split(".").length === 3 ? selected.split(".").slice(0, 2).join(".") + "." : "";
+    return [h("h3", {}, "Why skipped"),
+      h("table", { class: "table compact why-skipped" },
+        h("thead", {}, h("tr", {}, h("th", {}, "After"), h("th", {}, "Accepts"), h("th", {}, "Ended"))),
+        h("tbody", {}, ...entries.map(([pred, entry]) => {
+          const accepts = Array.isArray(entry) ? entry : (entry && entry.statuses) || [];
+          const other = steps.find((x) => x.step_key === prefix + pred);
+          const ended = other ? other.status : "not run";
+          return h("tr", {},
+            h("td", { class: "mono" }, pred),
+            h("td", {}, accepts.join(", ") || "any final status"),
+            h("td", {}, badge(ended), accepts.length && !accepts.includes(ended) ? h("span", { class: "error-text small" }, " not accepted") : null));
+        })))];
   }
 
   async function loadManifest() {

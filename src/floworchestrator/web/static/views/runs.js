@@ -2,8 +2,8 @@
 
 import { api, query } from "../api.js";
 import { RUN_STATUSES } from "../charts.js";
-import { badge, fmtDuration, fmtTime, h, replace, unavailable, serialized } from "../dom.js";
-import { runLink } from "./overview.js";
+import { badge, fmtDuration, fmtTime, h, replace, serialized, unavailable } from "../dom.js";
+import { flowLink, runLink } from "./common.js";
 
 const PAGE = 25;
 
@@ -78,7 +78,7 @@ export function runsView(root, params) {
         h("thead", {}, h("tr", {}, ...["Run", "Flow", "Status", "Trigger", "Created", "Duration"].map((t) => h("th", {}, t)))),
         h("tbody", {}, ...runs.map((r) => h("tr", { dataset: { run: r.run_id } },
           h("td", {}, runLink(r)),
-          h("td", {}, h("a", { href: `#/flows/${encodeURIComponent(r.flow_id)}` }, r.flow_id)),
+          h("td", {}, flowLink(r.flow_id)),
           h("td", {}, badge(r.status)),
           h("td", { class: "muted" }, r.trigger || ""),
           h("td", {}, fmtTime(r.created_at)),

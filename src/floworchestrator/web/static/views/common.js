@@ -1,0 +1,19 @@
+// Links and bits shared by the views.
+
+import { h, shortId } from "../dom.js";
+
+export function runHref(runId) {
+  return `#/runs/${encodeURIComponent(runId)}`;
+}
+
+export function flowHref(flowId) {
+  return `#/flows/${encodeURIComponent(flowId)}`;
+}
+
+export function runLink(run) {
+  return h("a", { href: runHref(run.run_id), class: "mono", title: run.run_id }, shortId(run.run_id));
+}
+
+export function flowLink(flowId) {
+  return h("a", { href: flowHref(flowId) }, flowId);
+}
