@@ -64,8 +64,14 @@ export function runsChart(series, bucket) {
   return svg;
 }
 
+const FINAL = new Set(["Succeeded", "Failed", "Skipped", "Cancelled", "TimedOut"]);
+
+function shownStatus(step) {
+  return step.waiting_signal && !FINAL.has(step.status) ? "Waiting" : step.status;
+}
+
 /** Bars from each step's started_at to finished_at (now while it runs), on a shared time axis from the run's start. */
-export function ganttChart(run, steps, { onSelect, selected } = {}) {
+export function ganttChart(run, steps, { onSelect, selected, width } = {}) {
   const rows = steps
     .map((st) => ({ st, start: parseTime(st.started_at), end: parseTime(st.finished_at) }))
     .filter((r) => r.start !== null);
@@ -75,14 +81,14 @@ export function ganttChart(run, steps, { onSelect, selected } = {}) {
   const t0 = Math.min(parseTime(run.created_at) ?? rows[0].start, ...rows.map((r) => r.start));
   const t1 = Math.max(...rows.map((r) => r.end ?? now), parseTime(run.finished_at) ?? 0, t0 + 1);
   const span = t1 - t0;
-  const labelW = 180;
-  const W = 900;
+  const W = Math.max(480, Math.round(width || 900));
+  const labelW = Math.min(180, Math.round(W * 0.28));
   const rowH = 24;
   const top = 24;
   const plotW = W - labelW - 12;
   const H = top + rows.length * rowH + 8;
   const x = (t) => labelW + ((t - t0) / span) * plotW;
-  const svg = s("svg", { class: "gantt", viewBox: `0 0 ${W} ${H}`, width: "100%", role: "img", "aria-label": "Gantt chart of the steps" });
+  const svg = s("svg", { class: "gantt", viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": "Gantt chart of the steps" });
   for (let i = 0; i <= 4; i++) {
     const t = t0 + (span * i) / 4;
     svg.append(
@@ -99,10 +105,10 @@ export function ganttChart(run, steps, { onSelect, selected } = {}) {
       class: ["gantt-row", onSelect && "clickable", selected === st.step_key && "row-selected"],
       dataset: { step: st.step_key },
     },
-    s("title", {}, `${st.step_key}: ${st.status}, ${fmtDuration(((end ?? now) - start) / 1000)}${st.attempt_count > 1 ? `, ${st.attempt_count} attempts` : ""}`),
+    s("title", {}, `${st.step_key}: ${shownStatus(st)}, ${fmtDuration(((end ?? now) - start) / 1000)}${st.attempt_count > 1 ? `, ${st.attempt_count} attempts` : ""}`),
     s("rect", { x: 0, y, width: W, height: rowH, class: "row-bg" }),
     s("text", { x: 6, y: y + 16, class: "row-label" }, st.step_key.length > 26 ? st.step_key.slice(0, 25) + "…" : st.step_key),
-    s("rect", { x: x1, y: y + 5, width: x2 - x1, height: rowH - 10, rx: 3, class: ["fill", statusClass(st.status), end === null && "bar-open"] }));
+    s("rect", { x: x1, y: y + 5, width: x2 - x1, height: rowH - 10, rx: 3, class: ["fill", statusClass(shownStatus(st)), end === null && "bar-open"] }));
     for (const a of st.attempts || []) {
       const as = parseTime(a.started_at);
       if (as !== null && as > start) row.append(s("line", { x1: x(as), x2: x(as), y1: y + 3, y2: y + rowH - 3, class: "attempt-tick" }));

@@ -163,7 +163,7 @@ export function runView(root, runId) {
     } else if (tab === "Timeline") {
       replace(tabBody, timeline());
     } else {
-      replace(tabBody, ganttChart(run, steps, { onSelect: select, selected }), hint());
+      replace(tabBody, ganttChart(run, steps, { onSelect: select, selected, width: tabBody.clientWidth }), hint());
     }
   }
 
