@@ -49,13 +49,15 @@ export function flowsView(root) {
     const flows = data.flows || [];
     renderChanged(list, flows, () => replace(list, flows.length
       ? h("table", { class: "table" },
-        h("thead", {}, h("tr", {}, ...["Flow", "Description", "Triggers", "Steps", "Enabled"].map((t) => h("th", {}, t)))),
+        h("thead", {}, h("tr", {}, ...["Flow", "Description", "Triggers", "Steps", "Enabled", ""].map((t) => h("th", {}, t)))),
         h("tbody", {}, ...flows.map((f) => h("tr", { dataset: { flow: f.flow_id } },
           h("td", {}, h("a", { href: flowHref(f.flow_id), class: "strong" }, f.flow_id), f.registered ? null : h("span", { class: "chip chip-warn", title: "not registered in this process" }, "not registered")),
           h("td", { class: "muted" }, f.description || ""),
           h("td", {}, ...triggerList(f.triggers)),
           h("td", { class: "num" }, String(f.step_count)),
-          h("td", {}, enabledToggle(f))))))
+          h("td", {}, enabledToggle(f)),
+          h("td", { class: "links" }, h("a", { href: flowHref(f.flow_id) }, "trigger"), " · ",
+            h("a", { href: `#/runs?flow_id=${encodeURIComponent(f.flow_id)}` }, "runs"))))))
       : h("p", { class: "muted" }, "No flow is registered.")));
   });
 

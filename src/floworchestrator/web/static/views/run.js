@@ -36,6 +36,7 @@ export function runView(root, runId) {
   let events = [];
   let lastEventId = 0;
   let manifest = null;
+  let manifestNote = "";
   let selected = null;
   let tab = TABS.includes(sessionStorage.getItem("floworchestrator.tab")) ? sessionStorage.getItem("floworchestrator.tab") : "DAG";
   let panelShown = null;
@@ -159,7 +160,8 @@ export function runView(root, runId) {
   function renderTab() {
     if (tab === "DAG") {
       const shape = manifest || Object.fromEntries(steps.filter((s) => !s.step_key.includes(".")).map((s) => [s.step_key, { type: "", run_after: {} }]));
-      replace(tabBody, dagSvg(shape, { status: statusOf, onSelect: select, selected, maxWidth: tabBody.clientWidth || 1150 }), hint(), stepsTable());
+      replace(tabBody, dagSvg(shape, { status: statusOf, onSelect: select, selected, maxWidth: tabBody.clientWidth || 1150 }),
+        manifestNote ? h("p", { class: "muted small" }, manifestNote) : null, hint(), stepsTable());
     } else if (tab === "Timeline") {
       replace(tabBody, timeline());
     } else {
@@ -280,10 +282,14 @@ export function runView(root, runId) {
   async function loadManifest() {
     try {
       const flow = await api(`flows/${encodeURIComponent(run.flow_id)}`);
-      // The flow as registered now; the run may have started on an older manifest (run.manifest_id).
-      manifest = flow.manifest_id === run.manifest_id || !manifest ? flow.steps || {} : manifest;
+      // The flow as registered now: the run may have started on an older manifest (run.manifest_id),
+      // which the API does not serve; say so under the graph.
+      manifest = flow.steps || {};
+      manifestNote = flow.manifest_id && run.manifest_id && flow.manifest_id !== run.manifest_id
+        ? `Drawn from the flow's current definition (${flow.manifest_id}); this run started on manifest ${run.manifest_id}.` : "";
     } catch {
       manifest = null;
+      manifestNote = "The flow is not available: steps are shown without their links.";
     }
   }
 
