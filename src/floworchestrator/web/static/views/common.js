@@ -2,6 +2,9 @@
 
 import { h, shortId } from "../dom.js";
 
+/** Step statuses a step does not leave on its own. */
+export const FINAL = new Set(["Succeeded", "Failed", "Skipped", "Cancelled", "TimedOut"]);
+
 export function runHref(runId) {
   return `#/runs/${encodeURIComponent(runId)}`;
 }

@@ -3,16 +3,13 @@
 import { api } from "../api.js";
 import { ganttChart } from "../charts.js";
 import { badge, compact, fmtClock, fmtDuration, fmtTime, h, jsonBlock, notice, parseTime, pretty, replace, serialized, unavailable } from "../dom.js";
-import { flowLink, runHref } from "./common.js";
 import { dagSvg } from "../graph.js";
+import { FINAL, flowLink, runHref } from "./common.js";
+import { stepPanel } from "./step.js";
 
-const RETRYABLE = new Set(["Failed", "TimedOut", "Cancelled"]);
-const FINAL = new Set(["Succeeded", "Failed", "Skipped", "Cancelled", "TimedOut"]);
 const TABS = ["DAG", "Timeline", "Gantt"];
 
-function isWaiting(step) {
-  return Boolean(step.waiting_signal) && !FINAL.has(step.status);
-}
+const isWaiting = (step) => Boolean(step.waiting_signal) && !FINAL.has(step.status);
 
 /** The manifest entry of a step key, ForEach children ("loop.3.child") included. */
 function manifestStep(steps, key) {
@@ -57,7 +54,8 @@ export function runView(root, runId) {
   const act = (label, path, after) => h("button", {
     on: {
       click: async (e) => {
-        e.target.disabled = true;
+        const button = e.currentTarget;
+        button.disabled = true;
         replace(actionMessage);
         try {
           const answer = await api(path, { method: "POST" });
@@ -66,7 +64,7 @@ export function runView(root, runId) {
         } catch (err) {
           replace(actionMessage, notice("error", `${label} failed (${err.status || "error"}): ${err.detail || err.message}`));
         } finally {
-          e.target.disabled = false;
+          button.disabled = false;
         }
       },
     },
@@ -208,75 +206,11 @@ export function runView(root, runId) {
     panelShown = shown;
     panel.classList.toggle("open", Boolean(selected));
     if (!selected) {
-      replace(panel, h("p", { class: "muted" }, "Click a step to see its inputs, output, error and attempts."));
+      replace(panel);
       return;
     }
-    const def = manifest ? manifestStep(manifest, selected) : undefined;
-    const close = h("button", { class: "close", "aria-label": "close", on: { click: () => select(selected) } }, "×");
-    if (!step) {
-      replace(panel, h("div", { class: "panel-head" }, h("h2", { class: "mono" }, selected), close),
-        h("p", { class: "muted" }, "This step has not started."), def ? [h("h3", {}, "Definition"), jsonBlock(def)] : null);
-      return;
-    }
-    const isChild = step.step_key.split(".").length === 3;
-    const children = steps.filter((s) => s.step_key.startsWith(`${step.step_key}.`));
-    const conditions = step.trace && Array.isArray(step.trace.conditions) ? step.trace.conditions : [];
-    replace(panel,
-      h("div", { class: "panel-head" }, h("h2", { class: "mono" }, step.step_key), close),
-      h("p", {}, isWaiting(step) ? badge("Waiting", `waiting for signal ${step.waiting_signal}`) : badge(step.status), " ",
-        h("span", { class: "muted" }, def ? def.type : ""),
-        RETRYABLE.has(step.status) && !isChild ? [" ", act("Retry", `runs/${enc}/steps/${encodeURIComponent(step.step_key)}/retry`)] : null),
-      RETRYABLE.has(step.status) && isChild ? h("p", { class: "muted small" }, "A ForEach child cannot be retried alone: retry its ForEach step.") : null,
-      h("dl", { class: "facts" },
-        h("dt", {}, "Started"), h("dd", {}, fmtTime(step.started_at)),
-        h("dt", {}, "Finished"), h("dd", {}, fmtTime(step.finished_at)),
-        h("dt", {}, "Duration"), h("dd", {}, fmtDuration(step.duration_seconds)),
-        step.not_before ? [h("dt", {}, "Not before"), h("dd", {}, fmtTime(step.not_before))] : null),
-      step.error ? [h("h3", {}, "Error"), h("pre", { class: "json error-block" }, step.error)] : null,
-      conditions.length ? [h("h3", {}, step.status === "Skipped" ? "Why skipped" : "Conditions"),
-        h("table", { class: "table compact" },
-          h("thead", {}, h("tr", {}, h("th", {}, "Expression"), h("th", {}, "Evaluated"), h("th", {}, "Result"))),
-          h("tbody", {}, ...conditions.map((c) => h("tr", {},
-            h("td", { class: "mono" }, String(c.expression ?? "")),
-            h("td", { class: "mono" }, c.error ? `error: ${c.error}` : String(c.evaluated ?? "")),
-            h("td", {}, badge(c.result === true ? "Succeeded" : "Failed", String(c.result)))))))]
-        : step.trace ? [h("h3", {}, step.status === "Skipped" ? "Why skipped" : "Trace"), jsonBlock(step.trace)]
-          : step.status === "Skipped" && def ? whyNotRun(def) : null,
-      h("h3", {}, "Inputs"), jsonBlock(step.inputs, "step-inputs"),
-      h("h3", {}, "Output"), jsonBlock(step.output, "step-output"),
-      children.length ? [h("h3", {}, "Items"), h("ul", { class: "children" }, ...children.map((c) => h("li", {},
-        h("a", { href: "#", class: "mono", on: { click: (e) => { e.preventDefault(); select(c.step_key); } } }, c.step_key), " ", badge(c.status))))] : null,
-      h("h3", {}, `Attempts (${step.attempts.length})`),
-      step.attempts.length ? h("table", { class: "table compact" },
-        h("thead", {}, h("tr", {}, ...["#", "Status", "Started", "Took"].map((t) => h("th", {}, t)))),
-        h("tbody", {}, ...step.attempts.map((a) => [
-          h("tr", { class: a.error ? "has-error" : null },
-            h("td", { class: "num" }, String(a.attempt)),
-            h("td", {}, badge(a.status)),
-            h("td", {}, fmtClock(a.started_at)),
-            h("td", { class: "num" }, fmtDuration(a.duration_seconds))),
-          a.error ? h("tr", { class: "attempt-error" }, h("td", {}), h("td", { colspan: 3, class: "mono small error-text" }, a.error)) : null,
-        ])))
-        : h("p", { class: "muted" }, "None."));
-  }
-
-  /** A skip that came from the predecessors (no condition trace): what each one ended in, and what the step accepts. */
-  function whyNotRun(def) {
-    const entries = Object.entries(def.run_after || {});
-    if (!entries.length) return null;
-    const prefix = selected.split(".").length === 3 ? selected.split(".").slice(0, 2).join(".") + "." : "";
-    return [h("h3", {}, "Why skipped"),
-      h("table", { class: "table compact why-skipped" },
-        h("thead", {}, h("tr", {}, h("th", {}, "After"), h("th", {}, "Accepts"), h("th", {}, "Ended"))),
-        h("tbody", {}, ...entries.map(([pred, entry]) => {
-          const accepts = Array.isArray(entry) ? entry : (entry && entry.statuses) || [];
-          const other = steps.find((x) => x.step_key === prefix + pred);
-          const ended = other ? other.status : "not run";
-          return h("tr", {},
-            h("td", { class: "mono" }, pred),
-            h("td", {}, accepts.join(", ") || "any final status"),
-            h("td", {}, badge(ended), accepts.length && !accepts.includes(ended) ? h("span", { class: "error-text small" }, " not accepted") : null));
-        })))];
+    const retry = (key) => act("Retry", `runs/${enc}/steps/${encodeURIComponent(key)}/retry`);
+    replace(panel, ...stepPanel({ key: selected, step, steps, def: manifest ? manifestStep(manifest, selected) : undefined, select, retry }));
   }
 
   async function loadManifest() {
