@@ -19,6 +19,7 @@ const ROUTES = [
 const root = document.getElementById("view");
 const live = new Live(document.getElementById("live"));
 let current = 0;
+let currentView = null;
 
 async function route() {
   const hash = location.hash.replace(/^#/, "") || "/";
@@ -29,7 +30,8 @@ async function route() {
     const m = path.match(pattern);
     if (!m) continue;
     for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === nav);
-    const view = make(root, m, params);
+    if (currentView && currentView.destroy) currentView.destroy();
+    const view = (currentView = make(root, m, params));
     live.setView(view);
     try {
       await view.refresh();
@@ -38,6 +40,8 @@ async function route() {
     }
     return;
   }
+  if (currentView && currentView.destroy) currentView.destroy();
+  currentView = null;
   live.setView(null);
   replace(root, h("h1", {}, "Not found"), h("p", {}, "No page here. ", h("a", { href: "#/" }, "Back to the overview")));
 }

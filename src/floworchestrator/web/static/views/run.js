@@ -85,7 +85,7 @@ export function runView(root, runId) {
         h("dt", {}, "Trigger"), h("dd", {}, run.trigger || "—"),
         h("dt", {}, "Created"), h("dd", {}, fmtTime(run.created_at)),
         h("dt", {}, "Finished"), h("dd", {}, fmtTime(run.finished_at)),
-        h("dt", {}, "Duration"), h("dd", {}, run.finished_at ? fmtDuration(run.duration_seconds) : `${fmtDuration((Date.now() - parseTime(run.created_at)) / 1000)} so far`),
+        h("dt", {}, "Duration"), h("dd", { class: run.finished_at ? null : "ticking" }, durationText()),
         run.idempotency_key ? [h("dt", {}, "Idempotency key"), h("dd", { class: "mono" }, run.idempotency_key)] : null,
         run.deadline ? [h("dt", {}, "Deadline"), h("dd", {}, fmtTime(run.deadline))] : null),
       h("details", { class: "trigger-body", open: true }, h("summary", {}, "Trigger body"), jsonBlock(run.trigger_body)),
@@ -95,6 +95,16 @@ export function runView(root, runId) {
       run.status === "Running" ? act("Cancel run", `runs/${enc}/cancel`) : null,
       act("Re-run", `runs/${enc}/rerun`, (answer) => { location.hash = runHref(answer.run_id); }));
   }
+
+  function durationText() {
+    return run.finished_at ? fmtDuration(run.duration_seconds) : `${fmtDuration((Date.now() - parseTime(run.created_at)) / 1000)} so far`;
+  }
+
+  // A running run's duration counts up between refreshes.
+  const ticker = setInterval(() => {
+    const el = header.querySelector(".ticking");
+    if (el && run && !run.finished_at) el.textContent = durationText();
+  }, 1000);
 
   function renderWaiting() {
     const list = steps.filter(isWaiting);
@@ -257,5 +267,5 @@ export function runView(root, runId) {
     renderTab();
   });
 
-  return { refresh, onEvent: (ev) => ev.run_id === runId };
+  return { refresh, onEvent: (ev) => ev.run_id === runId, destroy: () => clearInterval(ticker) };
 }
