@@ -655,6 +655,7 @@ async def run_store(kind: str, args: argparse.Namespace, rng: random.Random) -> 
     info = SeedInfo()
     root = tempfile.mkdtemp(prefix="fo-dash-")
     pg_name = f"fo_bench_{os.urandom(4).hex()}"
+    target = ""
     try:
         if kind == "sqlite":
             target = os.path.join(root, "dash.db")
@@ -681,9 +682,9 @@ async def run_store(kind: str, args: argparse.Namespace, rng: random.Random) -> 
                        "analyze_s": info.analyze_s, "total_s": info.total_s, "db_bytes": info.db_bytes}
         return res
     finally:
-        if args.keep:
+        if args.keep and target:
             print(f"  {kind}: kept the database for inspection: {target}", flush=True)
-        else:
+        if not (args.keep and kind == "sqlite"):
             shutil.rmtree(root, ignore_errors=True)
         if kind == "postgres" and not args.keep:
             await asyncio.to_thread(_pg_admin, args.pg, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
