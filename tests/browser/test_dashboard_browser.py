@@ -216,6 +216,20 @@ def test_bearer_token_is_asked_for_and_the_page_polls(browser: Any, tmp_path: An
         context.close()
 
 
+def test_the_runs_list_follows_the_event_stream(server: Server, page: Any) -> None:
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(server.url + "#/runs")
+    expect(page.locator(".live")).to_have_text("live")
+    expect(page.locator(".muted", has_text="No run matches.")).to_be_visible()
+    before = sum("/api/runs?" in url for url in requests)
+    run_id = server.call(server.orch.trigger("orders", {"orderId": "A-17"}))
+    expect(page.locator(f'.runs-table tr[data-run="{run_id}"]')).to_contain_text("Succeeded")
+    assert page.locator(".live").get_attribute("data-mode") == "live"
+    page.wait_for_timeout(2500)  # a polling page would have asked again by now; a streaming one asked once per burst
+    assert sum("/api/runs?" in url for url in requests) - before <= 3
+
+
 def test_without_the_event_stream_the_page_polls(server: Server, page: Any) -> None:
     page.route("**/api/events/stream*", lambda route: route.fulfill(status=503, content_type="application/json", body="{}"))
     page.goto(server.url + "#/runs")
