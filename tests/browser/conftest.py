@@ -156,6 +156,9 @@ def browser() -> Iterator[Any]:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.fail("the browser tests need Playwright: pip install '.[test]'", pytrace=False)
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=10_000)  # generous for a loaded CI machine; a passing check returns at once
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
