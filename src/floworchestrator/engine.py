@@ -267,7 +267,11 @@ class Engine:
 
     async def _give_back(self, flow_id: str, run_id: str, step_key: str, generation: int) -> None:
         try:
-            await self.committer.submit(ExpireLease(flow_id, run_id, step_key, generation, utcnow(), owner=self.owner))
+            res = await self.committer.submit(ExpireLease(flow_id, run_id, step_key, generation, utcnow(), owner=self.owner))
+            # Dispatch the step's next generation: a durable runtime hands it to a worker still running now
+            # (the in-process one, stopping, ignores it; its next start re-enqueues every queued step).
+            if isinstance(res, Applied) and res.applied:
+                await self.apply_effects(res.effects)
         except Exception:
             log.exception("could not give back step %s of run %s; its lease will expire", step_key, run_id)
 

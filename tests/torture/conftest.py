@@ -119,6 +119,12 @@ class Workers:
                 raise AssertionError(f"workers not ready (exited: {dead})\n{self.logs()}")
             await asyncio.sleep(0.1)
 
+    async def terminate(self, pid: int, timeout: float = 30.0) -> int:
+        """SIGTERM one worker (a graceful stop) and return its exit code."""
+        proc = self.procs[pid]
+        proc.send_signal(signal.SIGTERM)
+        return await asyncio.to_thread(proc.wait, timeout)
+
     def kill(self, pid: int) -> None:
         """SIGKILL one worker: no shutdown, no clean-up, connections dropped by the kernel."""
         proc = self.procs[pid]

@@ -284,3 +284,32 @@ async def test_store_connections_cut_while_idle_do_not_let_a_running_steps_lease
         ("a", StepStatus.SUCCEEDED), ("h", StepStatus.SUCCEEDED), ("z", StepStatus.SUCCEEDED)], workers.logs()
     codes = await workers.stop_all()
     assert set(codes.values()) == {0}, workers.logs()
+
+
+# --- a worker stopped gracefully in the middle of a step --------------------------------------------------------
+
+
+async def test_worker_stopped_mid_step_gives_it_back_to_the_other_workers_at_once(
+    torture_db: Db, workers: Workers, client: Orchestrator
+) -> None:
+    """SIGTERM a worker whose handler outlives the shutdown timeout: it cancels the handler and gives
+    the claim back (a Cancelled attempt), and a worker still running takes the step over at once. With
+    a 30 s lease and stale_after 600 s, nothing but the give-back's own dispatch can bring the step to
+    the other worker within the test's time."""
+    db = torture_db
+    pids = workers.spawn(2, concurrency=4, lease=30, recovery_interval=0.2, stale_after=600, shutdown_timeout=0.5)
+    await workers.wait_ready(pids)
+    run_id = await client.trigger("hold", {"n": 5, "hold": "gate"})
+    stopping = await db.wait_for("SELECT max(pid) FROM torture_effects WHERE run_id = %s AND step_key = 'h'", (run_id,),
+                                 until=lambda v: v is not None, timeout=30, what="step h to start")
+    assert await workers.terminate(stopping) == 0, workers.logs()
+    db.rows("INSERT INTO torture_gates (run_id) VALUES (%s)", (run_id,))
+    await db.wait_runs_finished(1, timeout=20)
+
+    attempts = await check_runs(client, db, {run_id: ("hold", 5)})
+    given_back, redone = [a for a in attempts[run_id] if a.step_key == "h"]
+    assert (given_back.status, owner_pid(given_back.owner)) == (StepStatus.CANCELLED, stopping)
+    assert "shut down" in (given_back.error or "")
+    assert redone.status is StepStatus.SUCCEEDED and owner_pid(redone.owner) != stopping
+    codes = await workers.stop_all()
+    assert set(codes.values()) == {0}, workers.logs()

@@ -28,7 +28,7 @@ async def main(args: argparse.Namespace) -> None:
     dispatcher = QueueDispatcher(with_app_name(args.url, f"torture-harness-{i}"), copies=args.copies, concurrency=args.concurrency)
     effects.open(with_app_name(args.url, f"torture-effects-{i}"))
     orch = build(store, dispatcher, lease_seconds=args.lease, recovery_interval=args.recovery_interval,
-                 stale_after=args.stale_after, shutdown_timeout=5)
+                 stale_after=args.stale_after, shutdown_timeout=args.shutdown_timeout)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -53,6 +53,7 @@ if __name__ == "__main__":
     p.add_argument("--lease", type=float, default=30.0)
     p.add_argument("--recovery-interval", type=float, default=1.0)
     p.add_argument("--stale-after", type=float, default=30.0)
+    p.add_argument("--shutdown-timeout", type=float, default=5.0)
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format=f"%(asctime)s worker-{a.index}[%(process)d] %(levelname)s %(name)s: %(message)s")
