@@ -251,6 +251,10 @@ def test_views_degrade_when_endpoints_are_missing(server: Server, page: Any) -> 
     # the active runs come from GET /api/runs?status=Running instead
     expect(page.locator(f'main a[href="#/runs/{run_id}"]')).to_be_visible()
     screenshot(page, "14-overview-degraded")
+    page.goto(server.url + "#/runs/no-such-run")
+    expect(page.locator(".run-header")).to_contain_text("No such run.")
+    page.goto(server.url + "#/nowhere")
+    expect(page.locator("main h1")).to_have_text("Not found")
 
 
 def test_cron_schedule_pause_edit_and_copy_mermaid(server: Server, page: Any) -> None:
