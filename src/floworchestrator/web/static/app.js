@@ -8,12 +8,21 @@ import { overviewView } from "./views/overview.js";
 import { runView } from "./views/run.js";
 import { runsView } from "./views/runs.js";
 
+function decode(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text; // a malformed escape: use it as it is
+  }
+}
+
+// [pattern, nav item, title, view]
 const ROUTES = [
-  [/^\/?$/, "overview", (root) => overviewView(root)],
-  [/^\/flows\/?$/, "flows", (root) => flowsView(root)],
-  [/^\/flows\/(.+)$/, "flows", (root, m) => flowView(root, decodeURIComponent(m[1]))],
-  [/^\/runs\/?$/, "runs", (root, m, params) => runsView(root, params)],
-  [/^\/runs\/(.+)$/, "runs", (root, m) => runView(root, decodeURIComponent(m[1]))],
+  [/^\/?$/, "overview", () => "Overview", (root) => overviewView(root)],
+  [/^\/flows\/?$/, "flows", () => "Flows", (root) => flowsView(root)],
+  [/^\/flows\/(.+)$/, "flows", (m) => `Flow ${decode(m[1])}`, (root, m) => flowView(root, decode(m[1]))],
+  [/^\/runs\/?$/, "runs", () => "Runs", (root, m, params) => runsView(root, params)],
+  [/^\/runs\/(.+)$/, "runs", (m) => `Run ${decode(m[1]).slice(0, 13)}`, (root, m) => runView(root, decode(m[1]))],
 ];
 
 const root = document.getElementById("view");
@@ -26,9 +35,10 @@ async function route() {
   const [path, search] = hash.split("?", 2);
   const params = new URLSearchParams(search || "");
   const token = ++current;
-  for (const [pattern, nav, make] of ROUTES) {
+  for (const [pattern, nav, title, make] of ROUTES) {
     const m = path.match(pattern);
     if (!m) continue;
+    document.title = `${title(m)} · floworchestrator`;
     for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === nav);
     if (currentView && currentView.destroy) currentView.destroy();
     const view = (currentView = make(root, m, params));
