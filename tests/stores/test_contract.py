@@ -482,13 +482,14 @@ async def test_run_stats_totals_and_buckets(store: Store) -> None:
         ids.append(res.run_id)
     await one(store, CancelRun(ids[1], T0))
     await one(store, CancelRun(ids[4], T0))
-    stats = await store.run_stats(T0 + timedelta(minutes=1), 3600)
+    stats = await store.run_stats(T0 + timedelta(minutes=1), 3600, 4)
     assert stats.totals == {RunStatus.RUNNING: 4, RunStatus.CANCELLED: 2}
     # bucket 0: [0:01, 1:01) holds 0:01 (Cancelled), 0:59, 1:00; bucket 1: 1:01 (Cancelled); bucket 3: 3:05.
     assert sorted(stats.buckets) == sorted([
         (0, RunStatus.CANCELLED, 1), (0, RunStatus.RUNNING, 2), (1, RunStatus.CANCELLED, 1), (3, RunStatus.RUNNING, 1),
     ])
-    empty = await store.run_stats(T0 + timedelta(days=1), 60)
+    empty = await store.run_stats(T0 + timedelta(days=1), 60, 10)
+    assert [b for b in (await store.run_stats(T0 + timedelta(minutes=1), 3600, 2)).buckets if b[0] >= 2] == []
     assert empty.buckets == [] and sum(empty.totals.values()) == 6
 
 

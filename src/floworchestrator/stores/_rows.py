@@ -8,7 +8,8 @@ conversion serves both.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,28 +72,39 @@ def signal_record(r: Row) -> SignalRecord:
     return SignalRecord(r[0], r[1], r[2], loads(r[3]), dt_req(r[4]), r[5])
 
 
-def like_pattern(search: str | None) -> str | None:
-    """A LIKE pattern matching ``search`` anywhere (``\\``, ``%`` and ``_`` taken literally); None for no search."""
-    if not search:
-        return None
+RUN_ID_SHAPE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def like_pattern(search: str) -> str:
+    """A LIKE pattern matching ``search`` anywhere (``\\``, ``%`` and ``_`` taken literally)."""
     return "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def run_filter(
+    queries: Mapping[str, str],
     flow_id: str | None,
     status: RunStatus | None,
     search: str | None,
     since: datetime | None,
     until: datetime | None,
-) -> dict[str, Any]:
-    """The parameters of ``list_runs`` / ``count_runs``."""
-    return {
+) -> tuple[str, dict[str, Any]]:
+    """The ``{where}`` of ``list_runs`` / ``count_runs`` and its parameters: the ``runs_where_*`` fragments
+    of the filters given, so that each filter can use its index (fragments are constants; values are bound)."""
+    params: dict[str, Any] = {
         "flow_id": flow_id,
         "status": status.value if status else None,
-        "search": like_pattern(search),
         "since": None if since is None else since.timestamp(),
         "until": None if until is None else until.timestamp(),
     }
+    parts = [queries[f"runs_where_{name}"] for name, value in params.items() if value is not None]
+    if search:
+        if RUN_ID_SHAPE.fullmatch(search.lower()):
+            params["run_id"] = search.lower()
+            parts.append(queries["runs_where_run_id"])
+        else:
+            params["search"] = like_pattern(search)
+            parts.append(queries["runs_where_search"])
+    return ("WHERE " + " AND ".join(parts)) if parts else "", params
 
 
 def run_stats(by_status: Sequence[Row], by_bucket: Sequence[Row]) -> RunStats:

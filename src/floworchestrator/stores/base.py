@@ -472,10 +472,10 @@ class Store(ABC):
         """How many runs match the filters (the same filters as :meth:`list_runs`)."""
 
     @abstractmethod
-    async def run_stats(self, since: datetime, bucket_seconds: float) -> RunStats:
-        """Every run counted by status, and the runs created at or after ``since`` counted per
-        ``bucket_seconds``-wide time bucket (bucket ``i`` starts at ``since + i * bucket_seconds``)
-        and status; buckets without runs are left out."""
+    async def run_stats(self, since: datetime, bucket_seconds: float, buckets: int) -> RunStats:
+        """Every run counted by status, and the runs created in each of ``buckets`` time buckets
+        ``bucket_seconds`` wide from ``since`` (bucket ``i`` holds ``since + i * bucket_seconds <=
+        created_at < since + (i + 1) * bucket_seconds``) counted per status; empty ones left out."""
 
     @abstractmethod
     async def get_steps(self, run_id: str) -> list[StepRecord]:

@@ -538,15 +538,16 @@ class MemoryStore(Store):
     ) -> int:
         return len(self._filter(flow_id, status, search, since, until))
 
-    async def run_stats(self, since: datetime, bucket_seconds: float) -> RunStats:
+    async def run_stats(self, since: datetime, bucket_seconds: float, buckets: int) -> RunStats:
         totals: Counter[RunStatus] = Counter()
-        buckets: Counter[tuple[int, RunStatus]] = Counter()
+        counts: Counter[tuple[int, RunStatus]] = Counter()
         start = since.timestamp()
         for r in self._d.runs.values():
             totals[r.rec.status] += 1
-            if r.rec.created_at >= since:
-                buckets[int((r.rec.created_at.timestamp() - start) // bucket_seconds), r.rec.status] += 1
-        return RunStats(dict(totals), [(i, st, n) for (i, st), n in sorted(buckets.items())])
+            i = int((r.rec.created_at.timestamp() - start) // bucket_seconds)
+            if 0 <= i < buckets:
+                counts[i, r.rec.status] += 1
+        return RunStats(dict(totals), [(i, st, n) for (i, st), n in sorted(counts.items())])
 
     async def get_steps(self, run_id: str) -> list[StepRecord]:
         return [

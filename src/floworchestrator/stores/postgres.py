@@ -698,8 +698,9 @@ class PostgresStore(Store):
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunRecord]:
-        params = {**run_filter(flow_id, status, search, since, until), "limit": limit, "offset": offset}
-        return [run_record(r) for r in await self._fetchall(Q["list_runs"], params)]
+        where, params = run_filter(Q, flow_id, status, search, since, until)
+        rows = await self._fetchall(Q["list_runs"].replace("{where}", where), {**params, "limit": limit, "offset": offset})
+        return [run_record(r) for r in rows]
 
     async def count_runs(
         self,
@@ -710,12 +711,14 @@ class PostgresStore(Store):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> int:
-        row = await self._fetchone(Q["count_runs"], run_filter(flow_id, status, search, since, until))
+        where, params = run_filter(Q, flow_id, status, search, since, until)
+        row = await self._fetchone(Q["count_runs"].replace("{where}", where), params)
         return int(row[0]) if row else 0
 
-    async def run_stats(self, since: datetime, bucket_seconds: float) -> RunStats:
+    async def run_stats(self, since: datetime, bucket_seconds: float, buckets: int) -> RunStats:
         by_status = await self._fetchall(Q["count_runs_by_status"])
-        by_bucket = await self._fetchall(Q["runs_per_bucket"], {"since": since.timestamp(), "width": bucket_seconds})
+        params = {"since": since.timestamp(), "width": bucket_seconds, "n": buckets}
+        by_bucket = await self._fetchall(Q["runs_per_bucket"], params)
         return run_stats(by_status, by_bucket)
 
     async def get_steps(self, run_id: str) -> list[StepRecord]:
@@ -727,7 +730,8 @@ class PostgresStore(Store):
 
     async def get_events(self, run_id: str | None = None, after: int = 0, limit: int = 1000) -> list[EventRecord]:
         params = {"after": after, "run_id": run_id, "limit": limit}
-        return [event_record(r) for r in await self._fetchall(Q["get_events"], params)]
+        query = Q["get_events"] if run_id is None else Q["get_run_events"]
+        return [event_record(r) for r in await self._fetchall(query, params)]
 
     async def last_event_id(self) -> int:
         row = await self._fetchone(Q["last_event_id"])

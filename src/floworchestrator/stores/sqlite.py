@@ -478,8 +478,9 @@ class SQLiteStore(Store):
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunRecord]:
-        params = {**run_filter(flow_id, status, search, since, until), "limit": limit, "offset": offset}
-        rows = await self._read(lambda c: c.execute(Q["list_runs"], params).fetchall())
+        where, params = run_filter(Q, flow_id, status, search, since, until)
+        query = Q["list_runs"].replace("{where}", where)
+        rows = await self._read(lambda c: c.execute(query, {**params, "limit": limit, "offset": offset}).fetchall())
         return [run_record(r) for r in rows]
 
     async def count_runs(
@@ -491,12 +492,13 @@ class SQLiteStore(Store):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> int:
-        params = run_filter(flow_id, status, search, since, until)
-        row = await self._read(lambda c: c.execute(Q["count_runs"], params).fetchone())
+        where, params = run_filter(Q, flow_id, status, search, since, until)
+        query = Q["count_runs"].replace("{where}", where)
+        row = await self._read(lambda c: c.execute(query, params).fetchone())
         return int(row[0])
 
-    async def run_stats(self, since: datetime, bucket_seconds: float) -> RunStats:
-        params = {"since": since.timestamp(), "width": bucket_seconds}
+    async def run_stats(self, since: datetime, bucket_seconds: float, buckets: int) -> RunStats:
+        params = {"since": since.timestamp(), "width": bucket_seconds, "n": buckets}
 
         def read(c: sqlite3.Connection) -> RunStats:
             return run_stats(c.execute(Q["count_runs_by_status"]).fetchall(), c.execute(Q["runs_per_bucket"], params).fetchall())
@@ -513,7 +515,8 @@ class SQLiteStore(Store):
 
     async def get_events(self, run_id: str | None = None, after: int = 0, limit: int = 1000) -> list[EventRecord]:
         params = {"after": after, "run_id": run_id, "limit": limit}
-        rows = await self._read(lambda c: c.execute(Q["get_events"], params).fetchall())
+        query = Q["get_events"] if run_id is None else Q["get_run_events"]
+        rows = await self._read(lambda c: c.execute(query, params).fetchall())
         return [event_record(r) for r in rows]
 
     async def last_event_id(self) -> int:

@@ -238,7 +238,7 @@ async def run_stats(request: Request, api: Api) -> Response:
     now = utcnow()
     current = math.floor(now.timestamp() / width) * width
     since = datetime.fromtimestamp(current - (count - 1) * width, UTC)
-    stats = await api.started().store.run_stats(since, width)
+    stats = await api.started().store.run_stats(since, width, count)
     series: list[dict[str, Any]] = [
         {"start": since + timedelta(seconds=i * width), "counts": {}, "total": 0} for i in range(count)
     ]

@@ -151,31 +151,52 @@ SELECT run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_
 FROM fo_runs WHERE run_id = %s;
 
 -- name: list_runs
--- %(search)s is the search text wrapped in % with \ % _ escaped (\ is ILIKE's default escape).
+-- {where} is "WHERE" and the runs_where_* fragments of the filters given, joined by AND (or nothing):
+-- a filter that is not given does not appear, so every filter can use its index, whatever the plan cache.
 SELECT run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_headers, idempotency_key,
     created_at, finished_at, deadline
-FROM fo_runs
-WHERE (%(flow_id)s::text IS NULL OR flow_id = %(flow_id)s) AND (%(status)s::text IS NULL OR status = %(status)s)
-  AND (%(since)s::double precision IS NULL OR created_at >= %(since)s)
-  AND (%(until)s::double precision IS NULL OR created_at < %(until)s)
-  AND (%(search)s::text IS NULL OR run_id ILIKE %(search)s OR flow_id ILIKE %(search)s OR trigger_body ILIKE %(search)s)
+FROM fo_runs {where}
 ORDER BY run_id DESC LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: count_runs
-SELECT count(*) FROM fo_runs
-WHERE (%(flow_id)s::text IS NULL OR flow_id = %(flow_id)s) AND (%(status)s::text IS NULL OR status = %(status)s)
-  AND (%(since)s::double precision IS NULL OR created_at >= %(since)s)
-  AND (%(until)s::double precision IS NULL OR created_at < %(until)s)
-  AND (%(search)s::text IS NULL OR run_id ILIKE %(search)s OR flow_id ILIKE %(search)s OR trigger_body ILIKE %(search)s);
+SELECT count(*) FROM fo_runs {where};
+
+-- name: runs_where_flow_id
+flow_id = %(flow_id)s
+
+-- name: runs_where_status
+status = %(status)s
+
+-- name: runs_where_since
+created_at >= %(since)s
+
+-- name: runs_where_until
+created_at < %(until)s
+
+-- name: runs_where_run_id
+-- A search for something shaped like a run id looks it up.
+run_id = %(run_id)s
+
+-- name: runs_where_search
+-- %(search)s is the search text wrapped in % with \ % _ escaped (\ is ILIKE's default escape). The
+-- expression is the one of the fo_runs_search trigram index (migration 0003), when pg_trgm is there.
+(run_id || ' ' || flow_id || ' ' || trigger_body) ILIKE %(search)s
 
 -- name: count_runs_by_status
 SELECT status, count(*) FROM fo_runs GROUP BY status;
 
 -- name: runs_per_bucket
--- Runs created since %(since)s, per %(width)s-second bucket (0 = the first) and status.
-SELECT floor((created_at - %(since)s) / %(width)s)::integer AS bucket, status, count(*)
-FROM fo_runs WHERE created_at >= %(since)s
-GROUP BY bucket, status ORDER BY bucket, status;
+-- Runs created in each of %(n)s buckets of %(width)s seconds from %(since)s, per status: one index range
+-- count (fo_runs_status_created) per bucket and status, empty ones left out.
+SELECT b.i, s.status, c.n
+FROM generate_series(0, %(n)s - 1) AS b(i)
+CROSS JOIN unnest(ARRAY['Running', 'Succeeded', 'Failed', 'Cancelled', 'TimedOut']) AS s(status)
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n FROM fo_runs r
+    WHERE r.status = s.status
+      AND r.created_at >= %(since)s + b.i * %(width)s AND r.created_at < %(since)s + (b.i + 1) * %(width)s
+) c
+WHERE c.n > 0 ORDER BY b.i, s.status;
 
 -- name: get_steps
 SELECT run_id, step_key, status, generation, queued, attempts, inputs, output, error, started_at, finished_at,
@@ -188,7 +209,12 @@ FROM fo_attempts WHERE run_id = %s ORDER BY attempt_id;
 
 -- name: get_events
 SELECT event_id, run_id, step_key, kind, data, at FROM fo_events
-WHERE event_id > %(after)s AND (%(run_id)s::text IS NULL OR run_id = %(run_id)s)
+WHERE event_id > %(after)s
+ORDER BY event_id LIMIT %(limit)s;
+
+-- name: get_run_events
+SELECT event_id, run_id, step_key, kind, data, at FROM fo_events
+WHERE run_id = %(run_id)s AND event_id > %(after)s
 ORDER BY event_id LIMIT %(limit)s;
 
 -- name: last_event_id

@@ -42,7 +42,8 @@ CREATE UNIQUE INDEX fo_runs_idempotency ON fo_runs (flow_id, idempotency_key) WH
 CREATE INDEX fo_runs_flow ON fo_runs (flow_id, run_id);
 CREATE INDEX fo_runs_status ON fo_runs (status, run_id);
 CREATE INDEX fo_runs_flow_status ON fo_runs (flow_id, status, run_id);  -- version 2: the runs list by flow and status
-CREATE INDEX fo_runs_created ON fo_runs (created_at);  -- version 3: runs over time, time filter
+CREATE INDEX fo_runs_created ON fo_runs (created_at);  -- version 3: the time filter
+CREATE INDEX fo_runs_status_created ON fo_runs (status, created_at);  -- version 3: runs per status over time
 
 CREATE TABLE fo_steps (
     run_id      text COLLATE "C" NOT NULL,
@@ -140,3 +141,18 @@ CREATE TABLE fo_schedules (
     updated_at double precision NOT NULL,
     PRIMARY KEY (flow_id, trigger)
 );
+
+-- Version 3: the runs search, by trigrams, when the pg_trgm extension can be had (see migration 0003).
+DO $$
+BEGIN
+    BEGIN
+        CREATE EXTENSION IF NOT EXISTS pg_trgm;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE NOTICE 'floworchestrator: pg_trgm is not available (%), runs search will scan', SQLERRM;
+    END;
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm') THEN
+        EXECUTE 'CREATE INDEX fo_runs_search ON fo_runs USING gin '
+                '((run_id || '' '' || flow_id || '' '' || trigger_body) gin_trgm_ops)';
+    END IF;
+END
+$$;

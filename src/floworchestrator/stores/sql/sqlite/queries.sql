@@ -138,31 +138,50 @@ SELECT run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_
 FROM fo_runs WHERE run_id = ?;
 
 -- name: list_runs
--- :search is the search text wrapped in % with \ % _ escaped; LIKE ignores ASCII case in SQLite.
+-- {where} is "WHERE" and the runs_where_* fragments of the filters given, joined by AND (or nothing):
+-- a filter that is not given does not appear, so every filter can use its index.
 SELECT run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_headers, idempotency_key,
     created_at, finished_at, deadline
-FROM fo_runs
-WHERE (:flow_id IS NULL OR flow_id = :flow_id) AND (:status IS NULL OR status = :status)
-  AND (:since IS NULL OR created_at >= :since) AND (:until IS NULL OR created_at < :until)
-  AND (:search IS NULL OR run_id LIKE :search ESCAPE '\' OR flow_id LIKE :search ESCAPE '\'
-       OR trigger_body LIKE :search ESCAPE '\')
+FROM fo_runs {where}
 ORDER BY run_id DESC LIMIT :limit OFFSET :offset;
 
 -- name: count_runs
-SELECT count(*) FROM fo_runs
-WHERE (:flow_id IS NULL OR flow_id = :flow_id) AND (:status IS NULL OR status = :status)
-  AND (:since IS NULL OR created_at >= :since) AND (:until IS NULL OR created_at < :until)
-  AND (:search IS NULL OR run_id LIKE :search ESCAPE '\' OR flow_id LIKE :search ESCAPE '\'
-       OR trigger_body LIKE :search ESCAPE '\');
+SELECT count(*) FROM fo_runs {where};
+
+-- name: runs_where_flow_id
+flow_id = :flow_id
+
+-- name: runs_where_status
+status = :status
+
+-- name: runs_where_since
+created_at >= :since
+
+-- name: runs_where_until
+created_at < :until
+
+-- name: runs_where_run_id
+-- A search for something shaped like a run id looks it up.
+run_id = :run_id
+
+-- name: runs_where_search
+-- :search is the search text wrapped in % with \ % _ escaped; LIKE ignores ASCII case in SQLite.
+(run_id LIKE :search ESCAPE '\' OR flow_id LIKE :search ESCAPE '\' OR trigger_body LIKE :search ESCAPE '\')
 
 -- name: count_runs_by_status
 SELECT status, count(*) FROM fo_runs GROUP BY status;
 
 -- name: runs_per_bucket
--- Runs created since :since, per :width-second bucket (0 = the first) and status.
-SELECT CAST((created_at - :since) / :width AS INTEGER) AS bucket, status, count(*)
-FROM fo_runs WHERE created_at >= :since
-GROUP BY bucket, status ORDER BY bucket, status;
+-- Runs created in each of :n buckets of :width seconds from :since, per status: one index range count
+-- (fo_runs_status_created) per bucket and status, empty ones left out.
+WITH RECURSIVE b(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM b WHERE i + 1 < :n),
+s(status) AS (VALUES ('Running'), ('Succeeded'), ('Failed'), ('Cancelled'), ('TimedOut'))
+SELECT i, status, n FROM (
+    SELECT b.i AS i, s.status AS status,
+        (SELECT count(*) FROM fo_runs r WHERE r.status = s.status
+            AND r.created_at >= :since + b.i * :width AND r.created_at < :since + (b.i + 1) * :width) AS n
+    FROM b, s)
+WHERE n > 0 ORDER BY i, status;
 
 -- name: get_steps
 SELECT run_id, step_key, status, generation, queued, attempts, inputs, output, error, started_at, finished_at,
@@ -175,7 +194,12 @@ FROM fo_attempts WHERE run_id = ? ORDER BY rowid;
 
 -- name: get_events
 SELECT event_id, run_id, step_key, kind, data, at FROM fo_events
-WHERE event_id > :after AND (:run_id IS NULL OR run_id = :run_id)
+WHERE event_id > :after
+ORDER BY event_id LIMIT :limit;
+
+-- name: get_run_events
+SELECT event_id, run_id, step_key, kind, data, at FROM fo_events
+WHERE run_id = :run_id AND event_id > :after
 ORDER BY event_id LIMIT :limit;
 
 -- name: last_event_id

@@ -39,7 +39,8 @@ CREATE UNIQUE INDEX fo_runs_idempotency ON fo_runs (flow_id, idempotency_key) WH
 CREATE INDEX fo_runs_flow ON fo_runs (flow_id, run_id);
 CREATE INDEX fo_runs_status ON fo_runs (status, run_id);
 CREATE INDEX fo_runs_flow_status ON fo_runs (flow_id, status, run_id);  -- version 2: the runs list by flow and status
-CREATE INDEX fo_runs_created ON fo_runs (created_at);  -- version 3: runs over time, time filter
+CREATE INDEX fo_runs_created ON fo_runs (created_at);  -- version 3: the time filter
+CREATE INDEX fo_runs_status_created ON fo_runs (status, created_at);  -- version 3: runs per status over time
 
 CREATE TABLE fo_steps (
     run_id      TEXT NOT NULL,
