@@ -525,7 +525,7 @@ def queries(orch: Orchestrator, picks: dict[str, Any], now: datetime) -> list[Qu
         def parts(r: int) -> list[tuple[str, Callable[[], Awaitable[Any]]]]:
             t = datetime.now(UTC).timestamp()
             first = datetime.fromtimestamp((t // width) * width - (n - 1) * width, UTC)
-            return [("run_stats", lambda: store.run_stats(first, width))]
+            return [("run_stats", lambda: store.run_stats(first, width, n))]
 
         return parts
 
