@@ -25,6 +25,7 @@ from .exceptions import (
     FlowDisabledError,
     FlowOrchestratorError,
     InvalidOperationError,
+    StoreUnavailableError,
     UnknownFlowError,
     UnknownRunError,
 )
@@ -41,6 +42,7 @@ from .stores.base import (
     ExpireLease,
     Grant,
     Reconcile,
+    Result,
     RetryStep,
     RunRecord,
     RunStarted,
@@ -50,6 +52,9 @@ from .stores.base import (
 )
 
 log = logging.getLogger("floworchestrator.engine")
+
+COMPLETE_ATTEMPTS = 4
+"""How many times a step's result is submitted when the store's connection is lost (0.1 s, 0.3 s, 0.9 s apart)."""
 
 #: Trigger headers that carry credentials and are never stored (compared case-insensitively).
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token", "proxy-authorization"})
@@ -241,7 +246,7 @@ class Engine:
                     await asyncio.shield(self._give_back(msg.flow_id, msg.run_id, step_key, generation))
                     raise
                 finished = utcnow()
-                done = await self.committer.submit(
+                done = await self._complete(
                     Complete(
                         msg.flow_id, msg.run_id, step_key, generation, self.owner, out.status, out.output_json, out.error,
                         out.inputs_json, now, finished, compiled.graph, out.delay,
@@ -264,6 +269,21 @@ class Engine:
                 return
             step_key, generation, grant = done.claimed
             now = finished
+
+    async def _complete(self, op: Complete) -> Result:
+        """Submit a completion; if the store's connection was lost, try again a few times (the heartbeat keeps
+        the claim meanwhile). Safe: a completion applies once, for this owner and generation only — if the lost
+        attempt had committed after all, the next one is not applied and recovery dispatches what followed."""
+        for attempt in range(COMPLETE_ATTEMPTS):
+            try:
+                return await self.committer.submit(op)
+            except StoreUnavailableError as exc:
+                if attempt == COMPLETE_ATTEMPTS - 1:
+                    raise
+                log.warning("step %s of run %s: saving its result failed (%s); trying again", op.step_key, op.run_id, exc,
+                            extra={"event": "step.complete_retry", "run_id": op.run_id, "step_key": op.step_key})
+                await asyncio.sleep(0.1 * 3**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _give_back(self, flow_id: str, run_id: str, step_key: str, generation: int) -> None:
         try:

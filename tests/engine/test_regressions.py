@@ -439,3 +439,39 @@ async def test_a_handler_raising_cancelled_error_fails_its_step_and_does_not_kil
             raise AssertionError(f"no run can finish any more: {len(alive)} of 1 worker task(s) left alive") from None
         assert good.status is RunStatus.SUCCEEDED
         assert (await orch.wait(bad, timeout=3)).status is RunStatus.FAILED
+
+
+# --- 13. a completion whose store connection drops is lost: the step re-runs only after its lease expires ---
+
+
+async def test_a_completion_that_meets_a_lost_connection_is_saved_on_a_later_try_and_the_step_runs_once() -> None:
+    from floworchestrator.exceptions import StoreUnavailableError
+    from floworchestrator.stores.memory import MemoryStore
+
+    class DropsTwice(MemoryStore):
+        """Like a PostgreSQL store whose connection is cut under the first two batches holding a completion."""
+
+        drops = 2
+
+        async def apply(self, ops: Sequence[Any]) -> list[Any]:
+            if self.drops and any(isinstance(op, Complete) for op in ops):
+                self.drops -= 1
+                raise StoreUnavailableError("PostgreSQL at postgresql://db is unavailable: server closed the connection")
+            return await super().apply(ops)
+
+    store = DropsTwice()
+    calls: list[str] = []
+    orch = Orchestrator(store=store, runtime="inprocess", cron=False, lease_seconds=60)
+
+    @orch.handler("Once")
+    async def once(inputs: Any, ctx: StepContext) -> str:
+        calls.append(ctx.step_key)
+        return ctx.step_key
+
+    orch.register(Flow("two", {"a": Step("Once"), "b": Step("Once", run_after={"a": ["Succeeded"]})}))
+    async with orch:
+        run = await orch.run("two", timeout=5)  # without the retry: stuck Running until the 60 s lease expires
+    assert run.status is RunStatus.SUCCEEDED
+    assert calls == ["a", "b"] and store.drops == 0
+    attempts = await store.get_attempts(run.run_id)
+    assert [(a.step_key, a.status) for a in attempts] == [("a", S.SUCCEEDED), ("b", S.SUCCEEDED)]
