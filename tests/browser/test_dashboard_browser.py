@@ -194,25 +194,29 @@ def test_basic_auth_guards_the_page_and_the_browser_logs_in(browser: Any, tmp_pa
         context.close()
 
 
-def test_bearer_token_is_asked_for_and_the_page_polls(browser: Any, tmp_path: Any) -> None:
+def test_bearer_token_sign_in_then_the_page_streams(browser: Any, tmp_path: Any) -> None:
     for srv in serve(tmp_path, BearerAuth("t0ken")):
         context = browser.new_context()
         page = context.new_page()
+        response = page.goto(srv.url + "#/flows")
+        assert response is not None and response.status == 401  # the page itself refuses: a sign-in form
+        page.get_by_label("Access token").fill("wrong")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("alert")).to_contain_text("not valid")
+        page.get_by_label("Access token").fill("t0ken")
+        page.get_by_role("button", name="Sign in").click()
         page.goto(srv.url + "#/flows")
-        token_form = page.locator("#token-form")
-        expect(token_form).to_be_visible()  # the API said 401 with a Bearer challenge
-        expect(page.locator("main")).to_contain_text("unavailable (401")
-        page.get_by_label("Bearer token").fill("t0ken")
-        page.get_by_role("button", name="Use").click()
         expect(page.locator('tr[data-flow="orders"]')).to_be_visible()
-        expect(token_form).to_be_hidden()
-        expect(page.locator(".live")).to_have_text("polling")  # EventSource cannot send the token
+        expect(page.locator(".live")).to_have_text("live")  # the cookie authenticates the event stream too
+        cookies = {c["name"]: c for c in context.cookies()}
+        assert cookies["floworchestrator_token"]["httpOnly"] and cookies["floworchestrator_token"]["sameSite"] == "Strict"
         run_id = srv.call(srv.orch.trigger("orders", {"orderId": "A-17"}))
         page.goto(srv.url + f"#/runs/{run_id}")
         expect(page.locator(".run-header .badge").first).to_have_text("Succeeded")
         screenshot(page, "13-bearer-token")
-        page.get_by_role("button", name="Forget token").click()
-        expect(token_form).to_be_visible()
+        context.clear_cookies()
+        page.reload()
+        expect(page.get_by_label("Access token")).to_be_visible()
         context.close()
 
 

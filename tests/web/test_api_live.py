@@ -227,6 +227,14 @@ async def served(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
         await asyncio.wait_for(task, 10)
 
 
+async def parked(orch: Orchestrator, run_id: str) -> None:
+    for _ in range(1000):
+        if any(s.waiting_signal for s in await orch.get_steps(run_id)):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"run {run_id} never waited for its signal")
+
+
 def ends(run_id: str) -> Any:
     return lambda e: e["run_id"] == run_id and e["kind"].startswith("Run") and e["kind"] != "RunStarted"
 
@@ -256,8 +264,7 @@ async def test_stream_for_one_run_and_resume_after_last_event_id(served: Served)
     other = await served.orch.trigger("approval")
     mine = await served.orch.trigger("approval")
     for run_id in (other, mine):  # both parked before the stream opens
-        while not any(s.waiting_signal for s in await served.orch.get_steps(run_id)):
-            await asyncio.sleep(0.01)
+        await parked(served.orch, run_id)
     stream = await Stream.open(served.port, f"/api/events/stream?run_id={mine}")
     try:
         assert stream.status == 200

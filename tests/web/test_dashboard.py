@@ -124,14 +124,46 @@ def test_a_host_hook_guards_the_page() -> None:
         assert c.get("/flows/", headers={"x-user": "ann"}).status_code == 200
 
 
-def test_with_bearer_auth_the_shell_is_open_and_the_api_guarded() -> None:
-    """A browser cannot send a token on a page load: the page (no data in it) asks for the token instead."""
+def test_with_bearer_auth_pages_need_the_token_and_a_sign_in_form_sets_a_cookie() -> None:
+    """A browser cannot send a token on a page load: pages answer 401 with a sign-in form instead."""
     with client_for(BearerAuth("tok")) as c:
+        for path in ("/flows/", "/flows/static/app.js"):
+            r = c.get(path)
+            assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+            assert r.headers["content-type"].startswith("text/html")
+            assert 'action="/flows/signin"' in r.text and 'name="token"' in r.text
+        r = c.get("/flows/api/flows")
+        assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+        assert c.get("/flows/", headers={"authorization": "Bearer tok"}).status_code == 200
+        assert c.get("/flows/api/flows", headers={"authorization": "Bearer tok"}).status_code in (200, 503)
+        assert c.get("/flows/signin").status_code == 401  # the form itself
+
+        bad = c.post("/flows/signin", content=b"token=nope", headers={"content-type": "application/x-www-form-urlencoded"},
+                     follow_redirects=False)
+        assert bad.status_code == 401 and "not valid" in bad.text and "floworchestrator_token" not in c.cookies
+        assert c.post("/flows/signin", content=b"x" * 5000, follow_redirects=False).status_code == 401
+
+        good = c.post("/flows/signin", content=b"token=tok", headers={"content-type": "application/x-www-form-urlencoded"},
+                      follow_redirects=False)
+        assert good.status_code == 303 and good.headers["location"] == "/flows/"
+        cookie = good.headers["set-cookie"]
+        assert "floworchestrator_token=tok" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+        assert "Path=/flows/" in cookie
+        # The cookie stands in for the header: pages, assets and the API.
         assert c.get("/flows/").status_code == 200
         assert c.get("/flows/static/app.js").status_code == 200
-        r = c.get("/flows/api/flows")
-        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
-        assert c.get("/flows/api/flows", headers={"authorization": "Bearer tok"}).status_code in (200, 503)
+        assert c.get("/flows/api/flows").status_code in (200, 503)
+
+        out = c.post("/flows/signout", follow_redirects=False)
+        assert out.status_code == 303 and out.headers["location"] == "/flows/signin"
+        assert c.get("/flows/").status_code == 401
+
+
+def test_a_wrong_cookie_is_refused() -> None:
+    with client_for(BearerAuth("tok")) as c:
+        c.cookies.set("floworchestrator_token", "guess")
+        assert c.get("/flows/").status_code == 401
+        assert c.get("/flows/api/flows").status_code == 401
 
 
 def test_unknown_paths_stay_json_404(client: TestClient) -> None:
@@ -235,3 +267,9 @@ def test_serve_takes_the_password_from_the_environment_or_no_auth(tmp_path: Path
         assert _get(lines[-1].split()[1])[0] == 200
     finally:
         _stop(proc)
+
+
+def test_bearer_valid_refuses_what_cannot_be_a_token() -> None:
+    auth = BearerAuth(["tok", "other"])
+    assert auth.valid("tok") and auth.valid("other")
+    assert not auth.valid("tok€") and not auth.valid("") and not auth.valid("to")

@@ -26,7 +26,7 @@ from ..orchestrator import Orchestrator
 from ._http import ApiError, error_response
 from .api import api_routes
 from .auth import AuthGuard, AuthHook, BearerAuth, NoAuth
-from .dashboard import dashboard_routes
+from .dashboard import dashboard_routes, signin_page, signin_routes
 from .webhooks import DEFAULT_MAX_BODY_SIZE, webhook_routes
 
 __all__ = ["create_app"]
@@ -85,9 +85,10 @@ def create_app(
     explicitly. Every route but the webhook receiver (which checks each
     webhook's own secret) then answers 401 without valid credentials — the
     page too, with a ``WWW-Authenticate`` challenge for Basic so the browser
-    asks for a password. With ``BearerAuth`` the page and its assets (which
-    hold no data) are served to anyone, since a browser cannot send a token
-    on a page load; the page asks for the token and sends it to the API.
+    asks for a password. With ``BearerAuth`` a page request without the
+    token gets a sign-in form (``/signin``), which keeps a valid token in an
+    HttpOnly, SameSite=Strict cookie accepted in place of the header, so the
+    page and its event stream work in a browser.
 
     Mount it anywhere (``host.mount("/flows", create_app(orch, auth=...))``).
     It does not start the orchestrator unless ``manage_lifespan=True``: by
@@ -119,11 +120,13 @@ def create_app(
     api = Router(routes=api_routes(orchestrator, max_body_size=max_body_size))
     guarded = api if isinstance(auth, NoAuth) else AuthGuard(api, auth)
     pages = Router(routes=dashboard_routes())
-    guarded_pages = pages if isinstance(auth, (NoAuth, BearerAuth)) else AuthGuard(pages, auth)
+    # Bearer: a page request without the token (or its sign-in cookie) gets the sign-in form.
+    guarded_pages = pages if isinstance(auth, NoAuth) else AuthGuard(pages, auth, signin_page if isinstance(auth, BearerAuth) else None)
+    signin = signin_routes(auth) if isinstance(auth, BearerAuth) else []
     app = Starlette(
         # The receiver comes first and outside the guard: senders prove themselves with the webhook's secret.
         routes=[*webhook_routes(orchestrator, path="/api/webhook/{slug}", max_body_size=max_body_size), Mount("/api", app=guarded),
-                Mount("", app=guarded_pages)],
+                *signin, Mount("", app=guarded_pages)],
         lifespan=lifespan,
         exception_handlers={
             ApiError: _api_error,

@@ -25,10 +25,10 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["AuthGuard", "AuthHook", "BasicAuth", "BearerAuth", "NoAuth"]
+__all__ = ["TOKEN_COOKIE", "AuthGuard", "AuthHook", "BasicAuth", "BearerAuth", "NoAuth"]
 
 AuthHook = Callable[[Request], bool | Awaitable[bool]]
 """What ``create_app(auth=...)`` takes: True lets the request through."""
@@ -91,8 +91,18 @@ class BasicAuth:
         return "BasicAuth(...)"
 
 
+TOKEN_COOKIE = "floworchestrator_token"
+"""The cookie the dashboard's sign-in page sets to the bearer token (HttpOnly, SameSite=Strict)."""
+
+
 class BearerAuth:
-    """``Authorization: Bearer <token>`` where the token is one of ``tokens`` (a string or several)."""
+    """``Authorization: Bearer <token>`` where the token is one of ``tokens`` (a string or several).
+
+    A browser cannot add that header to a page load or an ``EventSource``, so the
+    dashboard has a sign-in page that checks the token and keeps it in an
+    HttpOnly, ``SameSite=Strict`` cookie (never sent by other sites' pages); the
+    cookie is accepted in place of the header.
+    """
 
     challenge = 'Bearer realm="floworchestrator"'
 
@@ -103,10 +113,15 @@ class BearerAuth:
         self._tokens = [_digest(t) for t in listed]
 
     def __call__(self, request: Request) -> bool:
-        token = _credentials(request, "Bearer")
-        if token is None:
+        token = _credentials(request, "Bearer") or request.cookies.get(TOKEN_COOKIE)
+        return token is not None and self.valid(token)
+
+    def valid(self, token: str) -> bool:
+        """Whether ``token`` is one of the tokens (in constant time)."""
+        try:
+            given = _digest(token.encode("latin-1"))
+        except UnicodeEncodeError:
             return False
-        given = _digest(token.encode("latin-1"))
         found = False
         for expected in self._tokens:  # no early exit: the time taken does not say which token matched
             found |= hmac.compare_digest(given, expected)
@@ -117,11 +132,12 @@ class BearerAuth:
 
 
 class AuthGuard:
-    """ASGI middleware: answers 401 JSON unless ``auth(request)`` is True."""
+    """ASGI middleware: answers 401 (JSON, or ``refusal(request)``) unless ``auth(request)`` is True."""
 
-    def __init__(self, app: ASGIApp, auth: AuthHook) -> None:
+    def __init__(self, app: ASGIApp, auth: AuthHook, refusal: Callable[[Request], Response] | None = None) -> None:
         self.app = app
         self.auth = auth
+        self.refusal = refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -135,6 +151,9 @@ class AuthGuard:
             await self.app(scope, receive, send)
             return
         challenge: str | None = getattr(self.auth, "challenge", None)
+        if self.refusal is not None:
+            await self.refusal(request)(scope, receive, send)
+            return
         response = JSONResponse(
             {"error": "unauthorized", "detail": "missing or invalid credentials"},
             status_code=401,

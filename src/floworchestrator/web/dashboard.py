@@ -7,25 +7,30 @@ works under any mount path; a host mounting the app at ``/flows`` redirects
 ``/flows`` to ``/flows/`` (Starlette's ``redirect_slashes``) so that those
 relative URLs resolve under the mount.
 
-The page and its assets hold no data, yet they sit behind the same
-authentication as the API — with one exception: with
-:class:`~floworchestrator.web.BearerAuth` a browser cannot send the token on
-a page load, so the shell is served to anyone and asks for the token, which
-it then sends with every API request (the API stays guarded).
+The page and its assets sit behind the same authentication as the API. With
+:class:`~floworchestrator.web.BearerAuth` a browser cannot send the token on a
+page load or an event stream, so a request without it gets a sign-in form
+(401); ``POST signin`` checks the token and keeps it in an HttpOnly,
+``SameSite=Strict`` cookie that the guard accepts in place of the header, and
+``POST signout`` clears it.
 """
 
 from __future__ import annotations
 
+import html
 import os
 from pathlib import Path
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-__all__ = ["STATIC_DIR", "dashboard_routes"]
+from .auth import TOKEN_COOKIE, BearerAuth
+
+__all__ = ["STATIC_DIR", "dashboard_routes", "signin_page", "signin_routes"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -72,4 +77,67 @@ def dashboard_routes() -> list[BaseRoute]:
     return [
         Route("/", _index, methods=["GET", "HEAD"], name="dashboard"),
         Mount("/static", app=_Assets(directory=STATIC_DIR, check_dir=False), name="static"),
+    ]
+
+
+# -- bearer-token sign-in ---------------------------------------------------------------------------------
+
+_SIGNIN_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+_MAX_FORM = 4096
+
+
+def _base(request: Request) -> str:
+    """The app's mount path (``/flows``; empty at the root)."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def signin_page(request: Request, message: str | None = None) -> Response:
+    """The 401 answer to a page request without a valid token: a form that posts the token to ``signin``."""
+    note = f'<p role="alert"><strong>{html.escape(message)}</strong></p>' if message else ""
+    body = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>floworchestrator — sign in</title>'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"></head><body>'
+        f"<main><h1>floworchestrator</h1><p>This dashboard needs an access token.</p>{note}"
+        f'<form method="post" action="{html.escape(_base(request))}/signin">'
+        '<label>Access token <input name="token" type="password" autocomplete="current-password" required autofocus></label> '
+        "<button>Sign in</button></form></main></body></html>"
+    )
+    headers = {**_SIGNIN_HEADERS, "WWW-Authenticate": BearerAuth.challenge}
+    return HTMLResponse(body, status_code=401, headers=headers)
+
+
+def signin_routes(auth: BearerAuth) -> list[BaseRoute]:
+    """``GET/POST /signin`` and ``POST /signout`` (outside the guard)."""
+
+    async def form(request: Request) -> Response:
+        return signin_page(request)
+
+    async def signin(request: Request) -> Response:
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > _MAX_FORM:
+                return signin_page(request, "The form is too large.")
+        token = (parse_qs(raw.decode("latin-1")).get("token") or [""])[0].strip()
+        if not token or not auth.valid(token):
+            return signin_page(request, "That token is not valid.")
+        response = RedirectResponse(f"{_base(request)}/", status_code=303, headers=_SIGNIN_HEADERS)
+        response.set_cookie(TOKEN_COOKIE, token, path=f"{_base(request)}/", httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https")
+        return response
+
+    async def signout(request: Request) -> Response:
+        response = RedirectResponse(f"{_base(request)}/signin", status_code=303, headers=_SIGNIN_HEADERS)
+        response.delete_cookie(TOKEN_COOKIE, path=f"{_base(request)}/", httponly=True, samesite="strict")
+        return response
+
+    return [
+        Route("/signin", form, methods=["GET"], name="signin_form"),
+        Route("/signin", signin, methods=["POST"], name="signin"),
+        Route("/signout", signout, methods=["POST"], name="signout"),
     ]

@@ -1,7 +1,5 @@
 // The JSON API, by relative URL: the page is served at {mount}/, so "api/runs" is {mount}/api/runs.
 
-const TOKEN_KEY = "floworchestrator.token";
-
 export class ApiError extends Error {
   constructor(status, code, detail) {
     super(detail || code || `HTTP ${status}`);
@@ -11,27 +9,13 @@ export class ApiError extends Error {
   }
 }
 
-export function getToken() {
-  try {
-    return sessionStorage.getItem(TOKEN_KEY) || "";
-  } catch {
-    return "";
-  }
-}
-
-export function setToken(token) {
-  try {
-    if (token) sessionStorage.setItem(TOKEN_KEY, token);
-    else sessionStorage.removeItem(TOKEN_KEY);
-  } catch {
-    // storage refused (private mode): the token lasts until the page is left
-  }
-}
-
-/** Called with the challenge when the API says 401 to a bearer-token scheme (the page shows a token field). */
-let onBearerChallenge = () => {};
-export function onAuthRequired(fn) {
-  onBearerChallenge = fn;
+/**
+ * With a bearer token the browser signs in once (the sign-in page keeps the token in an HttpOnly
+ * cookie, sent with every request and the event stream); when the API says 401 with a Bearer
+ * challenge the cookie has gone, so the page goes back to the sign-in form.
+ */
+function signInAgain() {
+  location.assign("signin");
 }
 
 export function query(params) {
@@ -49,8 +33,6 @@ export function query(params) {
  */
 export async function api(path, { method = "GET", body, raw } = {}) {
   const headers = { Accept: "application/json" };
-  const token = getToken();
-  if (token) headers.Authorization = `Bearer ${token}`;
   let payload;
   if (raw !== undefined) {
     payload = raw;
@@ -75,7 +57,7 @@ export async function api(path, { method = "GET", body, raw } = {}) {
     }
   }
   if (!response.ok) {
-    if (response.status === 401 && /^bearer/i.test(response.headers.get("www-authenticate") || "")) onBearerChallenge();
+    if (response.status === 401 && /^bearer/i.test(response.headers.get("www-authenticate") || "")) signInAgain();
     throw new ApiError(response.status, data && data.error, data && data.detail);
   }
   return data;

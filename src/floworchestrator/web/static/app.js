@@ -1,6 +1,5 @@
-// The dashboard: hash routing between the views, live updates, and the bearer-token field.
+// The dashboard: hash routing between the views, and live updates.
 
-import { getToken, onAuthRequired, setToken } from "./api.js";
 import { h, notice, replace } from "./dom.js";
 import { Live } from "./live.js";
 import { flowsView, flowView } from "./views/flows.js";
@@ -56,28 +55,6 @@ async function route() {
   replace(root, h("h1", {}, "Not found"), h("p", {}, "No page here. ", h("a", { href: "#/" }, "Back to the overview")));
 }
 
-function tokenField() {
-  const form = document.getElementById("token-form");
-  const input = document.getElementById("token-input");
-  const forget = document.getElementById("token-forget");
-  forget.hidden = !getToken();
-  onAuthRequired(() => {
-    form.hidden = false;
-    input.focus();
-  });
-  form.addEventListener("submit", (e) => {
-    e.preventDefault();
-    setToken(input.value.trim());
-    input.value = "";
-    location.reload();
-  });
-  forget.addEventListener("click", () => {
-    setToken("");
-    location.reload();
-  });
-}
-
-tokenField();
 window.addEventListener("hashchange", route);
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden) live.refreshView();

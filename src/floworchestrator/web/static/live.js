@@ -1,10 +1,8 @@
 // Live updates: Server-Sent Events from api/events/stream, or polling every 2 s when the stream fails.
 //
 // The current view gets each event and says whether it concerns it; relevant events refresh the
-// view once per burst (debounced). EventSource cannot send an Authorization header, so with a
-// bearer token the page polls instead of streaming.
+// view once per burst (debounced). With a bearer token, the sign-in cookie authenticates the stream.
 
-import { getToken } from "./api.js";
 import { debounce } from "./dom.js";
 
 const POLL_MS = 2000;
@@ -28,10 +26,6 @@ export class Live {
   }
 
   start() {
-    if (getToken()) {
-      this.poll("polling (bearer token: the event stream cannot carry it)");
-      return;
-    }
     this.connect();
   }
 
