@@ -382,3 +382,14 @@ def client(orch: Orchestrator) -> Any:
 def orch(store_kind: str, tmp_path: Path) -> Orchestrator:
     return make_orchestrator(store_kind, tmp_path)
 
+
+
+def test_a_runs_pinned_manifest(client: TestClient, orch: Orchestrator) -> None:
+    run_id = trigger(client, body={"orderId": "A-1", "amount": 1})
+    run = client.get(f"/api/runs/{run_id}").json()
+    body = client.get(f"/api/manifests/{run['manifest_id']}").json()
+    assert body["manifest_id"] == run["manifest_id"] and body["flow_id"] == "orders"
+    assert set(body["steps"]) == {"fetch", "charge", "alert"}
+    assert body["steps"]["charge"]["run_after"] == {"fetch": ["Succeeded"]}
+    assert body["mermaid"].startswith("flowchart") and body["manifest"]["id"] == "orders"
+    assert_error(client.get("/api/manifests/nope"), 404, "not_found")

@@ -154,6 +154,15 @@ async def get_flow(request: Request, api: Api) -> Response:
     return ApiResponse(out)
 
 
+async def get_manifest(request: Request, api: Api) -> Response:
+    manifest_id = _param(request, "manifest_id")
+    manifest = await api.started().store.get_manifest(manifest_id)
+    if manifest is None:
+        raise ApiError(404, "not_found", f"unknown manifest {manifest_id!r}")
+    return ApiResponse({"manifest_id": manifest_id, "flow_id": manifest.get("id"), "version": manifest.get("version"),
+                        "steps": manifest.get("steps") or {}, "manifest": manifest, "mermaid": to_mermaid(manifest)})
+
+
 async def trigger_flow(request: Request, api: Api) -> Response:
     orch = api.started()
     flow_id = _param(request, "flow_id")
@@ -421,6 +430,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              errors=(400, 404, 409, 413), body="the trigger body (any JSON; empty: null)", headers=("Idempotency-Key",)),
     Endpoint("POST", "/flows/{flow_id}/enable", enable_flow, "Enable a flow", errors=(404,)),
     Endpoint("POST", "/flows/{flow_id}/disable", disable_flow, "Disable a flow (no trigger starts a run)", errors=(404,)),
+    Endpoint("GET", "/manifests/{manifest_id}", get_manifest,
+             "A flow definition as a run pinned it (runs keep the manifest they started on)", errors=(404,)),
     Endpoint("GET", "/handlers", list_handlers, "Registered handler types and the flows using them"),
     Endpoint("GET", "/runs", list_runs, "Runs, newest first, with the total count", errors=(400,), query=_RUN_Q),
     Endpoint("GET", "/runs/active", active_runs, "Running runs, newest first, with their count", errors=(400,),

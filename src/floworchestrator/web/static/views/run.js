@@ -224,10 +224,17 @@ export function runView(root, runId) {
   }
 
   async function loadManifest() {
+    // The run's own (pinned) definition: the flow may have changed since the run started.
+    try {
+      const pinned = await api(`manifests/${encodeURIComponent(run.manifest_id)}`);
+      manifest = pinned.steps || {};
+      manifestNote = "";
+      return;
+    } catch {
+      // an older server without the endpoint: fall back to the flow as registered now
+    }
     try {
       const flow = await api(`flows/${encodeURIComponent(run.flow_id)}`);
-      // The flow as registered now: the run may have started on an older manifest (run.manifest_id),
-      // which the API does not serve; say so under the graph.
       manifest = flow.steps || {};
       manifestNote = flow.manifest_id && run.manifest_id && flow.manifest_id !== run.manifest_id
         ? `Drawn from the flow's current definition (${flow.manifest_id}); this run started on manifest ${run.manifest_id}.` : "";
