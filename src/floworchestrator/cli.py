@@ -474,6 +474,11 @@ async def _demo(orch: Orchestrator, runs: Sequence[DemoRun], url: str, serving: 
         server, sock = serving
         dashboard = f"http://127.0.0.1:{sock.getsockname()[1]}{DASHBOARD_PATH}/"
         click.echo(f"\nDashboard: {click.style(dashboard, bold=True)}  (this machine only, no login)")
+        features = next((r for r in runs if r.flow_id == "features"), None)
+        if features is not None:  # one run left waiting, to approve or reject from the dashboard
+            waiting = await orch.trigger(features.flow_id, features.body)
+            ids.append(waiting)
+            click.echo(f"A features run waits for approval: {dashboard}#/runs/{waiting}")
         click.echo("Still running: the heartbeat flow fires at the start of every minute. Ctrl-C stops.")
         printer = asyncio.get_running_loop().create_task(_print_new_runs(orch, set(ids)))
         try:

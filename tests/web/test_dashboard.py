@@ -221,6 +221,18 @@ def test_demo_keep_serves_the_dashboard_and_stops_on_sigterm(tmp_path: Path) -> 
         assert _get(url)[0] == 200
         status, body = _get(url + "api/runs")
         assert status == 200 and json.loads(body)["total"] >= 5  # the demo's runs (and a heartbeat if a minute began)
+        assert proc.stdout is not None
+        waiting = proc.stdout.readline().strip()  # one features run left for the user to approve or reject
+        assert waiting.startswith(f"A features run waits for approval: {url}#/runs/"), waiting
+        run_id = waiting.rsplit("/", 1)[1]
+        for _ in range(100):
+            steps = json.loads(_get(url + f"api/runs/{run_id}/steps")[1])["steps"]
+            if any(s["step_key"] == "approval" and s.get("waiting_signal") == "approval" for s in steps):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the approval step never waited: {steps}")
+        assert json.loads(_get(url + f"api/runs/{run_id}")[1])["status"] == "Running"
     finally:
         out = _stop(proc)
     assert out.rstrip().endswith("Stopped.")
