@@ -299,3 +299,20 @@ def test_runs_search_and_paging(server: Server, page: Any) -> None:
     expect(page.locator(".runs-table tbody tr")).to_contain_text("orders")
     assert "search=needle-42" in page.url and "offset" not in page.url
     screenshot(page, "16-runs-search")
+
+
+def test_the_page_stays_live_across_the_streams_planned_reconnects(server: Server, page: Any, monkeypatch: Any) -> None:
+    from floworchestrator.web import events
+
+    monkeypatch.setattr(events, "LIFETIME", 1.0)  # every stream ends after a second; the browser reconnects
+    modes: list[str] = []
+    page.expose_function("recordMode", lambda mode: modes.append(mode))
+    page.goto(server.url + "#/runs")
+    expect(page.locator(".live")).to_have_text("live")
+    page.evaluate("""() => new MutationObserver(() => window.recordMode(document.querySelector('.live').dataset.mode))
+        .observe(document.querySelector('.live'), {attributes: true})""")
+    page.wait_for_timeout(3500)  # three reconnects or so
+    run_id = server.call(server.orch.trigger("orders", {"orderId": "A-17"}))
+    expect(page.locator(f'.runs-table tr[data-run="{run_id}"]')).to_contain_text("Succeeded")
+    assert "polling" not in modes, modes  # a planned end is not a failure
+    assert page.locator(".live").get_attribute("data-mode") == "live"

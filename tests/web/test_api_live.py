@@ -124,6 +124,7 @@ class Stream:
         self.reader, self.writer, self.status, self.headers = reader, writer, status, headers
         self.comments: list[str] = []
         self.retry: int | None = None
+        self.last_id: int | None = None
 
     @classmethod
     async def open(cls, port: int, path: str, headers: dict[str, str] | None = None) -> Stream:
@@ -165,7 +166,7 @@ class Stream:
                 elif line.startswith(":"):
                     self.comments.append(line[1:].strip())
                 elif line.startswith("id: "):
-                    msg["id"] = int(line[4:])
+                    msg["id"] = self.last_id = int(line[4:])
                 elif line.startswith("data: "):
                     msg["data"] = json.loads(line[6:])
                 elif line.startswith("retry: "):
@@ -247,7 +248,7 @@ async def test_stream_delivers_every_event_of_a_run_live(served: Served) -> None
         assert stream.headers["cache-control"] == "no-cache"
         run_id = await served.orch.trigger("orders", {"orderId": "A-1", "amount": 3, "fail": False})
         msgs = await stream.until(ends(run_id))
-        assert stream.retry == 2000
+        assert stream.retry == 1000
         events = [m["data"] for m in msgs if m["data"]["run_id"] == run_id]
         assert [e["kind"] for e in events] == ["RunStarted", "StepSucceeded", "StepSucceeded", "StepSkipped", "RunSucceeded"]
         assert [e["step_key"] for e in events] == [None, "fetch", "charge", "alert", None]
@@ -303,6 +304,41 @@ async def test_stream_heartbeats_and_errors(served: Served, monkeypatch: pytest.
     assert status == 404 and body["error"] == "not_found"
     status, body = await served.get_json("/api/events/stream?after=soon")
     assert status == 400 and body["error"] == "bad_request"
+
+
+async def test_a_stream_ends_after_its_lifetime_and_a_reconnect_misses_nothing(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events_module, "LIFETIME", 0.6)
+    before = await served.orch.trigger("approval")  # events before the stream: not sent
+    await parked(served.orch, before)
+    stream = await Stream.open(served.port, "/api/events/stream")
+    try:
+        with pytest.raises(EOFError):  # no event, then the stream ends by itself
+            await stream.message(timeout=5)
+        start = stream.last_id  # the id line sent first: where a reconnect resumes
+        assert start is not None and start >= (await served.orch.get_events(before))[0].event_id
+    finally:
+        await stream.close()
+    # Between the end and the browser's reconnect a run starts and finishes: the reconnect gets all of it.
+    run_id = await served.orch.trigger("orders", {"orderId": "A-1", "amount": 3, "fail": False})
+    await served.orch.wait(run_id, 10)
+    again = await Stream.open(served.port, "/api/events/stream", {"Last-Event-ID": str(start)})
+    try:
+        msgs = await again.until(ends(run_id))
+        assert next(m["data"]["kind"] for m in msgs if m["data"]["run_id"] == run_id) == "RunStarted"
+    finally:
+        await again.close()
+
+
+async def test_streams_end_when_the_orchestrator_stops(served: Served) -> None:
+    stream = await Stream.open(served.port, "/api/events/stream")
+    try:
+        await served.orch.stop()
+        with pytest.raises(EOFError):
+            await stream.message(timeout=5)
+    finally:
+        await stream.close()
 
 
 @pytest.mark.parametrize("served", [BasicAuth("ann", "secret")], indirect=True)

@@ -316,7 +316,8 @@ async def send_signal(request: Request, api: Api) -> Response:
 
 
 async def event_stream(request: Request, api: Api) -> Response:
-    return await stream_events(request, api.feed, api.started().store)
+    orch = api.started()
+    return await stream_events(request, api.feed, orch.store, alive=lambda: orch.started)
 
 
 # -- schedules --------------------------------------------------------------------------------

@@ -10,16 +10,20 @@ that shares the store (workers elsewhere, the CLI), within about
 
 Out-of-order commits: with several writer connections (PostgreSQL), event
 ids are taken in one order and committed in another, so an event with a
-smaller id can become visible after a larger one was read. The feed re-reads a
-window of ``LOOKBACK`` ids below its cursor and delivers any id it has not
-delivered yet, so such a late event is still sent (unless it is more than
-``LOOKBACK`` ids late).
+smaller id can become visible after a larger one was read. The feed reads
+again from the first id it has not seen (a gap), at most ``LOOKBACK`` ids
+below the greatest, and delivers any id it has not delivered yet, so such a
+late event is still sent (unless it is more than ``LOOKBACK`` ids late).
 
 Each message is ``id: <event id>`` plus ``data: <event as JSON>`` (the shape
 of ``GET /api/runs/{run_id}/events``). A client that reconnects sends the
 standard ``Last-Event-ID`` header (browsers' ``EventSource`` does) and first
-receives what it missed, read from the store. Comment lines keep idle
-connections open.
+receives what it missed, read from the store; the first thing a stream sends
+is an ``id:`` line without data, so even a quiet stream has a resume point.
+Comment lines keep idle connections open. A stream ends by itself after
+``LIFETIME`` seconds (the browser reconnects and resumes) and when the
+orchestrator stops, so a server shutting down gracefully is not held up by
+open dashboards.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
@@ -46,6 +50,10 @@ LOOKBACK = 256
 BATCH = 500
 HEARTBEAT = 15.0
 """Seconds of silence after which a stream sends a comment line (keeps proxies from closing it)."""
+LIFETIME = 30.0
+"""Seconds after which a stream ends by itself (the browser reconnects and resumes; no event is lost)."""
+CHECK_EVERY = 1.0
+"""How often a quiet stream checks whether to end (lifetime, orchestrator stopped)."""
 QUEUE_LIMIT = 5000
 """Events a slow client may have waiting; beyond that its stream ends and the browser reconnects and catches up."""
 
@@ -170,31 +178,51 @@ def _last_event_id(request: Request) -> int | None:
     return int(raw)
 
 
-async def stream_events(request: Request, feed: EventFeed, store: Store, *, heartbeat: float | None = None) -> Response:
-    """The SSE response: missed events (after ``Last-Event-ID``) from the store, then live ones from ``feed``."""
+async def stream_events(
+    request: Request, feed: EventFeed, store: Store, *, alive: Callable[[], bool] = lambda: True, heartbeat: float | None = None
+) -> Response:
+    """The SSE response: missed events (after ``Last-Event-ID``) from the store, then live ones from ``feed``.
+
+    A stream ends by itself after ``LIFETIME`` seconds, and as soon as ``alive()`` is False (the
+    orchestrator stopped): the browser reconnects on its own and resumes after the last id it got,
+    and a server shutting down gracefully does not wait for open dashboards.
+    """
     run_id = request.query_params.get("run_id") or None
     if run_id is not None and await store.get_run(run_id) is None:
         raise ApiError(404, "not_found", f"unknown run {run_id!r}")
     resume = _last_event_id(request)
     listener = await feed.subscribe(store, run_id)
     every = HEARTBEAT if heartbeat is None else heartbeat
+    lifetime = LIFETIME
 
     async def body() -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        ends_at = loop.time() + lifetime
         try:
-            yield f"retry: 2000\n: floworchestrator events{' of run ' + run_id if run_id else ''}\n\n"
+            # An id without data sets the browser's resume point without an event: a reconnect (after
+            # LIFETIME, or a dropped connection) then replays from here even if no event came meanwhile.
+            start = resume if resume is not None else feed.cursor
+            yield f"retry: 1000\nid: {start}\n: floworchestrator events{' of run ' + run_id if run_id else ''}\n\n"
             delivered = _Seen(resume or 0)
             if resume is not None:  # catch up from the store; what the live feed also brings is sent once
                 for e in await _read_new(store, delivered, run_id):
                     yield _message(e)
-            while True:
+            quiet_since = loop.time()
+            while alive():
+                now = loop.time()
+                if now >= ends_at:
+                    return
                 try:
-                    item = await asyncio.wait_for(listener.queue.get(), every)
+                    item = await asyncio.wait_for(listener.queue.get(), min(CHECK_EVERY, every, ends_at - now))
                 except TimeoutError:
-                    yield ": keepalive\n\n"
+                    if loop.time() - quiet_since >= every:
+                        quiet_since = loop.time()
+                        yield ": keepalive\n\n"
                     continue
                 if item is None:
                     return
                 if delivered.fresh([item]):
+                    quiet_since = loop.time()
                     yield _message(item)
         finally:
             feed.unsubscribe(listener)
@@ -204,5 +232,3 @@ async def stream_events(request: Request, feed: EventFeed, store: Store, *, hear
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-
-

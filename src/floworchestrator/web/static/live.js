@@ -8,6 +8,7 @@ import { debounce } from "./dom.js";
 const POLL_MS = 2000;
 const RETRY_STREAM_MS = 15000;
 const DEBOUNCE_MS = 300;
+const RECONNECT_GRACE_MS = 4000;
 
 export class Live {
   constructor(indicator) {
@@ -17,6 +18,7 @@ export class Live {
     this.mode = "connecting";
     this.pollTimer = null;
     this.retryTimer = null;
+    this.reconnectTimer = null;
     this.refreshSoon = debounce(() => this.refreshView(), DEBOUNCE_MS);
   }
 
@@ -41,6 +43,7 @@ export class Live {
     }
     this.source = source;
     source.onopen = () => {
+      clearTimeout(this.reconnectTimer);
       this.stopPolling();
       this.setMode("live", "live: updates arrive as events happen");
       this.refreshSoon(); // events may have been missed while not connected
@@ -56,9 +59,15 @@ export class Live {
     };
     source.onerror = () => {
       if (source.readyState === EventSource.CONNECTING) {
-        // The connection dropped (server restart, proxy timeout): the browser reconnects by itself,
-        // sending Last-Event-ID; poll until it is back (onopen).
-        this.poll("polling every 2 s while the event stream reconnects");
+        // The stream ended (the server ends each one after a while, or it restarted): the browser
+        // reconnects by itself, sending Last-Event-ID, so nothing is missed. Poll only if it is not
+        // back soon (onopen cancels this).
+        clearTimeout(this.reconnectTimer);
+        this.reconnectTimer = setTimeout(() => {
+          if (this.source === source && source.readyState !== EventSource.OPEN) {
+            this.poll("polling every 2 s while the event stream reconnects");
+          }
+        }, RECONNECT_GRACE_MS);
         return;
       }
       // The stream was refused (an error status, not an event stream): closed, retried later; meanwhile poll.
