@@ -164,6 +164,18 @@ def test_approve_a_step_waiting_for_a_signal(server: Server, page: Any) -> None:
     screenshot(page, "11-approved")
 
 
+def test_the_approve_button_wins_over_the_editors_approved(server: Server, page: Any) -> None:
+    run_id = server.call(server.orch.trigger("features", {"amount": 5, "items": []}))
+    page.goto(server.url + f"#/runs/{run_id}")
+    form = page.locator('.waiting[data-step="approval"]')
+    expect(form).to_be_visible(timeout=20_000)
+    form.get_by_label("payload of signal approval").fill(json.dumps({"by": "bob", "approved": False}))
+    form.get_by_role("button", name="Approve").click()
+    expect(form).to_have_count(0, timeout=20_000)
+    steps = {s.step_key: s for s in server.call(server.orch.get_steps(run_id))}
+    assert steps["approval"].output == {"approved": True, "by": "bob"}
+
+
 def test_cancel_and_rerun(server: Server, page: Any) -> None:
     run_id = server.call(server.orch.trigger("features", {"amount": 5, "items": []}))
     page.goto(server.url + f"#/runs/{run_id}")

@@ -127,7 +127,7 @@ export function runView(root, runId) {
         replace(message, h("span", { class: "error-text" }, `Not valid JSON: ${err.message}`));
         return;
       }
-      if (approved !== null && payload !== null && typeof payload === "object" && !Array.isArray(payload)) payload = { approved, ...payload };
+      if (approved !== null && payload !== null && typeof payload === "object" && !Array.isArray(payload)) payload = { ...payload, approved }; // the button wins over the editor's "approved"
       replace(message, h("span", { class: "muted" }, "Sending…"));
       try {
         await api(`runs/${enc}/signals/${encodeURIComponent(name)}`, { method: "POST", body: payload });
@@ -139,7 +139,7 @@ export function runView(root, runId) {
     };
     return h("section", { class: "panel waiting", dataset: { step: step.step_key } },
       h("h2", {}, "Step ", h("span", { class: "mono" }, step.step_key), " waits for signal ", h("span", { class: "mono" }, name)),
-      h("p", { class: "muted" }, "Payload (JSON). Approve and Reject add \"approved\": true or false to an object; Send sends it as it is."),
+      h("p", { class: "muted" }, "Payload (JSON). Approve and Reject set \"approved\" to true or false in an object (whatever the text says); Send sends it as it is."),
       editor,
       h("div", { class: "row" },
         h("button", { class: "primary", on: { click: send(true) } }, "Approve"),
