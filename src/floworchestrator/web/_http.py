@@ -38,7 +38,12 @@ def json_default(value: Any) -> Any:
 
 
 class ApiResponse(JSONResponse):
-    """JSON with datetimes as ISO 8601 strings."""
+    """JSON with datetimes as ISO 8601 strings; never cached (run data changes), never sniffed as another type."""
+
+    def __init__(self, content: Any, status_code: int = 200, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(content, status_code=status_code, headers=headers)
+        self.headers.setdefault("cache-control", "no-store")
+        self.headers.setdefault("x-content-type-options", "nosniff")
 
     def render(self, content: Any) -> bytes:
         return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=json_default).encode()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import http
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -25,7 +25,7 @@ from ..exceptions import (
 from ..orchestrator import Orchestrator
 from ._http import ApiError, error_response
 from .api import api_routes
-from .auth import AuthGuard, AuthHook, BearerAuth, NoAuth
+from .auth import AuthGuard, AuthHook, BearerAuth, NoAuth, SameOriginWrites
 from .dashboard import dashboard_routes, signin_page, signin_routes
 from .webhooks import DEFAULT_MAX_BODY_SIZE, webhook_routes
 
@@ -74,6 +74,7 @@ def create_app(
     auth: AuthHook | None = None,
     manage_lifespan: bool = False,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    trusted_origins: Iterable[str] = (),
 ) -> Starlette:
     """The dashboard's Starlette app: the page at ``/`` (assets under ``/static``), the JSON API under ``/api``
     and the webhook receiver at ``/api/webhook/{slug}``.
@@ -97,6 +98,12 @@ def create_app(
     so ``manage_lifespan=True`` is for serving this app on its own).
     ``max_body_size`` limits request bodies (trigger bodies, signal payloads,
     webhook deliveries).
+
+    Writes (POST, PUT) that a browser sends from another site's page are
+    refused with 403, whatever the authentication (a browser attaches Basic
+    credentials and cookies to them on its own); ``trusted_origins`` lists
+    origins (``"https://admin.example.com"``) that may write all the same. The
+    webhook receiver is exempt: other sites are its callers.
     """
     if auth is None:
         raise ConfigurationError(
@@ -118,11 +125,11 @@ def create_app(
             await orchestrator.stop()
 
     api = Router(routes=api_routes(orchestrator, max_body_size=max_body_size))
-    guarded = api if isinstance(auth, NoAuth) else AuthGuard(api, auth)
+    guarded = SameOriginWrites(api if isinstance(auth, NoAuth) else AuthGuard(api, auth), trusted_origins)
     pages = Router(routes=dashboard_routes())
     # Bearer: a page request without the token (or its sign-in cookie) gets the sign-in form.
     guarded_pages = pages if isinstance(auth, NoAuth) else AuthGuard(pages, auth, signin_page if isinstance(auth, BearerAuth) else None)
-    signin = signin_routes(auth) if isinstance(auth, BearerAuth) else []
+    signin = signin_routes(auth, trusted_origins) if isinstance(auth, BearerAuth) else []
     app = Starlette(
         # The receiver comes first and outside the guard: senders prove themselves with the webhook's secret.
         routes=[*webhook_routes(orchestrator, path="/api/webhook/{slug}", max_body_size=max_body_size), Mount("/api", app=guarded),

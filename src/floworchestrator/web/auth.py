@@ -23,12 +23,14 @@ import hashlib
 import hmac
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
+from urllib.parse import urlsplit
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["TOKEN_COOKIE", "AuthGuard", "AuthHook", "BasicAuth", "BearerAuth", "NoAuth"]
+__all__ = ["TOKEN_COOKIE", "AuthGuard", "AuthHook", "BasicAuth", "BearerAuth", "NoAuth", "SameOriginWrites"]
 
 AuthHook = Callable[[Request], bool | Awaitable[bool]]
 """What ``create_app(auth=...)`` takes: True lets the request through."""
@@ -160,3 +162,47 @@ class AuthGuard:
             headers={"WWW-Authenticate": challenge} if challenge else None,
         )
         await response(scope, receive, send)
+
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class SameOriginWrites:
+    """ASGI middleware: refuses (403) a write (POST, PUT, PATCH, DELETE) that a browser sent from another site.
+
+    A browser attaches Basic credentials and cookies to requests that other
+    sites' pages make (a form posted to the dashboard's API), so a write must
+    show it comes from the dashboard itself: ``Sec-Fetch-Site`` (sent by every
+    current browser) must be ``same-origin`` or ``none`` (typed by the user);
+    without it, an ``Origin`` header must name this host. A request with
+    neither — curl, another server, a script — carries no ambient browser
+    credentials and is let through to the authentication check.
+    ``trusted_origins`` (``"https://admin.example.com"``) may write from
+    elsewhere, e.g. a host application's own pages on another origin.
+    """
+
+    def __init__(self, app: ASGIApp, trusted_origins: Iterable[str] = ()) -> None:
+        self.app = app
+        self.trusted = frozenset(o.rstrip("/").lower() for o in trusted_origins)
+
+    def allowed(self, headers: Headers) -> bool:
+        origin = (headers.get("origin") or "").rstrip("/").lower()
+        if origin and origin in self.trusted:
+            return True
+        site = headers.get("sec-fetch-site")
+        if site is not None:
+            return site.lower() in ("same-origin", "none")
+        if not origin:
+            return True
+        host = (headers.get("host") or "").lower()
+        return origin != "null" and bool(host) and urlsplit(origin).netloc == host
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in _SAFE_METHODS and not self.allowed(Headers(scope=scope)):
+            response = JSONResponse(
+                {"error": "forbidden", "detail": "a write from another site's page is refused (Sec-Fetch-Site / Origin)"},
+                status_code=403,
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

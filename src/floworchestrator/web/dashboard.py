@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, request_response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from .auth import TOKEN_COOKIE, BearerAuth
+from .auth import TOKEN_COOKIE, BearerAuth, SameOriginWrites
 
 __all__ = ["STATIC_DIR", "dashboard_routes", "signin_page", "signin_routes"]
 
@@ -111,8 +112,8 @@ def signin_page(request: Request, message: str | None = None) -> Response:
     return HTMLResponse(body, status_code=401, headers=headers)
 
 
-def signin_routes(auth: BearerAuth) -> list[BaseRoute]:
-    """``GET/POST /signin`` and ``POST /signout`` (outside the guard)."""
+def signin_routes(auth: BearerAuth, trusted_origins: Iterable[str] = ()) -> list[BaseRoute]:
+    """``GET/POST /signin`` and ``POST /signout`` (outside the guard; their posts only from the dashboard's own pages)."""
 
     async def form(request: Request) -> Response:
         return signin_page(request)
@@ -138,6 +139,6 @@ def signin_routes(auth: BearerAuth) -> list[BaseRoute]:
 
     return [
         Route("/signin", form, methods=["GET"], name="signin_form"),
-        Route("/signin", signin, methods=["POST"], name="signin"),
-        Route("/signout", signout, methods=["POST"], name="signout"),
+        Route("/signin", SameOriginWrites(request_response(signin), trusted_origins), methods=["POST"], name="signin"),
+        Route("/signout", SameOriginWrites(request_response(signout), trusted_origins), methods=["POST"], name="signout"),
     ]
