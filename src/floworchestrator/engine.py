@@ -58,6 +58,18 @@ COMPLETE_ATTEMPTS = 4
 
 #: Trigger headers that carry credentials and are never stored (compared case-insensitively).
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token", "proxy-authorization"})
+#: Parts of a header name that mark it as a credential too (``X-Amz-Security-Token``, ``Api-Key``,
+#: ``X-Session-Id``, ``X-Upstream-Secret``, ``X-CSRF-Token``...): dropping a harmless header costs
+#: little, storing a secret a lot.
+CREDENTIAL_NAME_PARTS = ("auth", "token", "secret", "passw", "pwd", "cookie", "session", "signature", "credential", "key",
+                         "csrf", "xsrf")
+
+
+def is_credential_header(name: str) -> bool:
+    """Whether a trigger header is a credential, never stored: one of :data:`CREDENTIAL_HEADERS` or a name
+    containing one of :data:`CREDENTIAL_NAME_PARTS` (case-insensitive)."""
+    lowered = name.lower()
+    return lowered in CREDENTIAL_HEADERS or any(part in lowered for part in CREDENTIAL_NAME_PARTS)
 
 
 def utcnow() -> datetime:
@@ -177,7 +189,8 @@ class Engine:
             body_json = json.dumps(body, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise InvalidOperationError(f"the trigger body is not JSON-serialisable: {exc}") from None
-        kept = {str(k): str(v) for k, v in (headers or {}).items() if str(k).lower() not in self.redact}
+        kept = {str(k): str(v) for k, v in (headers or {}).items()
+                if str(k).lower() not in self.redact and not is_credential_header(str(k))}
         now = utcnow()
         timeout = compiled.run_timeout
         op = StartRun(

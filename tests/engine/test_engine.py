@@ -57,7 +57,8 @@ async def test_linear_flow_passes_data_through_expressions(make_orch: OrchFactor
                        run_after={"fetch": ["Succeeded"]}),
     }))
     async with orch:
-        run = await orch.run("orders", {"amount": 21}, headers={"X-Order": "A-17", "Authorization": "Bearer secret"}, timeout=10)
+        run = await orch.run("orders", {"amount": 21}, headers={"X-Order": "A-17", "Authorization": "Bearer secret",
+                                                             "X-Amz-Security-Token": "t", "X-Session-Id": "s"}, timeout=10)
         assert run.status is RunStatus.SUCCEEDED
         steps = await steps_of(orch, run.run_id)
         assert steps["charge"].output == {"charged": 42, "ref": ["Succeeded", "lit"]}

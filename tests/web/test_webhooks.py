@@ -19,12 +19,14 @@ from typing import Any, TypeVar
 
 import pytest
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from floworchestrator import Flow, Manual, Orchestrator, RunStatus, Step, StepContext, StepStatus, Webhook
 from floworchestrator.stores.base import RunRecord
 from floworchestrator.web import DROPPED_HEADERS, WebhookTarget, create_webhook_app, find_webhook, webhook_routes
+from floworchestrator.web.webhooks import trigger_headers
 
 from ..conftest import store_url
 
@@ -388,7 +390,27 @@ def test_credential_and_transport_headers_are_dropped() -> None:
     for name in ("authorization", "cookie", "x-api-key", "x-webhook-secret", "x-signature-256", "host", "content-length"):
         assert name in DROPPED_HEADERS
     assert "content-type" not in DROPPED_HEADERS
-    assert "idempotency-key" not in DROPPED_HEADERS
+
+
+@pytest.mark.parametrize("name", [
+    "Authorization", "Proxy-Authorization", "Cookie", "X-Api-Key", "Api-Key", "X-Goog-Api-Key", "X-Amz-Security-Token",
+    "X-Access-Token", "X-Session-Token", "X-Session-Id", "X-CSRF-Token", "X-XSRF-TOKEN", "X-Upstream-Secret",
+    "X-Password", "X-Client-Credentials", "X-Auth-User", "X-Hub-Signature-256",
+])
+def test_credential_like_headers_are_never_stored(name: str) -> None:
+    from floworchestrator.engine import is_credential_header
+
+    assert is_credential_header(name)
+    request = Request({"type": "http", "method": "POST", "path": "/", "headers": [(name.lower().encode(), b"s3cret"),
+                                                                                   (b"x-order", b"A-17")]})
+    assert trigger_headers(request.headers) == {"x-order": "A-17"}
+
+
+@pytest.mark.parametrize("name", ["Content-Type", "User-Agent", "X-Order", "X-Request-Id", "Accept", "X-Forwarded-For"])
+def test_ordinary_headers_are_kept(name: str) -> None:
+    from floworchestrator.engine import is_credential_header
+
+    assert not is_credential_header(name)
 
 
 def test_accepted_webhook_logs_at_info_without_breaking(caplog: pytest.LogCaptureFixture) -> None:

@@ -31,11 +31,13 @@ secret is never echoed, logged or stored; both comparisons take constant time.
 
 The request headers become the run's trigger headers, names lower-cased and
 repeated headers joined with ``", "``, except :data:`DROPPED_HEADERS`:
-credentials (:data:`~floworchestrator.engine.CREDENTIAL_HEADERS`, plus the
-orchestrator's ``redact_headers``), the webhook secret and signature headers,
+credentials (:func:`~floworchestrator.engine.is_credential_header`: the
+usual names and any name containing ``auth``, ``token``, ``secret``, ``key``,
+``session``, ``cookie``, ``signature``..., plus the orchestrator's
+``redact_headers``), the webhook secret and signature headers,
 and transport headers (``Host``, ``Content-Length``, ``Connection`` and the
 other hop-by-hop ones). Everything else is kept, ``Content-Type``,
-``User-Agent``, ``Idempotency-Key`` and ``X-...`` headers included.
+``User-Agent`` and other ``X-...`` headers included.
 
 The slug is looked up in ``orchestrator.flows`` on every request, so flows
 registered after the app was built are served too.
@@ -61,7 +63,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from ..engine import CREDENTIAL_HEADERS
+from ..engine import CREDENTIAL_HEADERS, is_credential_header
 from ..exceptions import FlowDisabledError, InvalidOperationError, StoreError, UnknownFlowError
 from ..flow import Webhook
 from ..orchestrator import Orchestrator
@@ -298,7 +300,7 @@ def trigger_headers(headers: Headers) -> dict[str, str]:
     kept: dict[str, str] = {}
     for raw_name, raw_value in headers.raw:
         name = raw_name.decode("latin-1").lower()
-        if name in DROPPED_HEADERS:
+        if name in DROPPED_HEADERS or is_credential_header(name):
             continue
         value = raw_value.decode("latin-1")
         kept[name] = f"{kept[name]}, {value}" if name in kept else value
