@@ -22,10 +22,11 @@ from typing import Any
 
 import pytest
 import uvicorn
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from floworchestrator import Orchestrator
-from floworchestrator.web import BasicAuth, NoAuth, create_app
+from floworchestrator.web import BasicAuth, NoAuth, close_event_streams, create_app
 from floworchestrator.web import events as events_module
 
 from ..conftest import store_url
@@ -193,8 +194,8 @@ class Stream:
 
 
 class Served:
-    def __init__(self, orch: Orchestrator, port: int) -> None:
-        self.orch, self.port = orch, port
+    def __init__(self, orch: Orchestrator, port: int, app: Any) -> None:
+        self.orch, self.port, self.app = orch, port, app
 
     async def get_json(self, path: str) -> tuple[int, Any]:
         s = await Stream.open(self.port, path, {"Connection": "close"})
@@ -211,8 +212,8 @@ async def served(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
     """The app on a real uvicorn server in this loop; the orchestrator started by the app's lifespan."""
     orch = make_orchestrator(store_kind, tmp_path)
     auth = getattr(request, "param", None) or NoAuth()
-    config = uvicorn.Config(create_app(orch, auth=auth, manage_lifespan=True), host="127.0.0.1", port=0, log_level="warning",
-                            lifespan="on")
+    app = create_app(orch, auth=auth, manage_lifespan=True)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     for _ in range(500):
@@ -222,7 +223,7 @@ async def served(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
     assert server.started, "uvicorn did not start"
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield Served(orch, port)
+        yield Served(orch, port, app)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
@@ -329,6 +330,25 @@ async def test_a_stream_ends_after_its_lifetime_and_a_reconnect_misses_nothing(
         assert next(m["data"]["kind"] for m in msgs if m["data"]["run_id"] == run_id) == "RunStarted"
     finally:
         await again.close()
+
+
+async def test_close_event_streams_ends_open_streams_and_refuses_new_ones(served: Served) -> None:
+    stream = await Stream.open(served.port, "/api/events/stream")
+    try:
+        close_event_streams(served.app)
+        with pytest.raises(EOFError):
+            await stream.message(timeout=5)
+    finally:
+        await stream.close()
+    late = await Stream.open(served.port, "/api/events/stream")
+    try:
+        assert late.status == 200
+        with pytest.raises(EOFError):
+            await late.message(timeout=5)
+    finally:
+        await late.close()
+    with pytest.raises(TypeError, match="create_app"):
+        close_event_streams(Starlette())
 
 
 async def test_streams_end_when_the_orchestrator_stops(served: Served) -> None:

@@ -13,6 +13,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .app import create_app
 from .auth import AuthHook, BasicAuth, BearerAuth, NoAuth
+from .events import close_event_streams
 from .mermaid import to_mermaid
 from .webhooks import (
     DEFAULT_MAX_BODY_SIZE,
@@ -36,6 +37,7 @@ __all__ = [
     "NoAuth",
     "WebhookReceiver",
     "WebhookTarget",
+    "close_event_streams",
     "create_app",
     "create_webhook_app",
     "find_webhook",

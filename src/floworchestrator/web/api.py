@@ -477,7 +477,9 @@ def _wrap(endpoint: Endpoint, api: Api) -> Callable[[Request], Awaitable[Respons
     return handle
 
 
-def api_routes(orchestrator: Orchestrator, *, max_body_size: int, endpoints: Sequence[Endpoint] = ENDPOINTS) -> list[BaseRoute]:
+def api_routes(
+    orchestrator: Orchestrator, *, max_body_size: int, endpoints: Sequence[Endpoint] = ENDPOINTS, feed: EventFeed | None = None
+) -> list[BaseRoute]:
     """The API's routes, relative to ``/api``; errors are raised as ApiError or the package's exceptions."""
-    api = Api(orchestrator, max_body_size)
+    api = Api(orchestrator, max_body_size, feed or EventFeed())
     return [Route(e.path, _wrap(e, api), methods=[e.method], name=e.func.__name__) for e in endpoints]

@@ -27,6 +27,7 @@ from ._http import ApiError, error_response
 from .api import api_routes
 from .auth import AuthGuard, AuthHook, BearerAuth, NoAuth, SameOriginWrites
 from .dashboard import dashboard_routes, signin_page, signin_routes
+from .events import EventFeed
 from .webhooks import DEFAULT_MAX_BODY_SIZE, webhook_routes
 
 __all__ = ["create_app"]
@@ -124,7 +125,8 @@ def create_app(
         finally:
             await orchestrator.stop()
 
-    api = Router(routes=api_routes(orchestrator, max_body_size=max_body_size))
+    feed = EventFeed()
+    api = Router(routes=api_routes(orchestrator, max_body_size=max_body_size, feed=feed))
     guarded = SameOriginWrites(api if isinstance(auth, NoAuth) else AuthGuard(api, auth), trusted_origins)
     pages = Router(routes=dashboard_routes())
     # Bearer: a page request without the token (or its sign-in cookie) gets the sign-in form.
@@ -149,5 +151,6 @@ def create_app(
         },
     )
     app.state.orchestrator = orchestrator
+    app.state.floworchestrator_event_feed = feed
     app.state.floworchestrator_auth = auth
     return app

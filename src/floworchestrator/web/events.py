@@ -35,13 +35,14 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..stores.base import EventRecord, Store
 from ._http import ApiError, event_json, json_default
 
-__all__ = ["EventFeed", "stream_events"]
+__all__ = ["EventFeed", "close_event_streams", "stream_events"]
 
 log = logging.getLogger("floworchestrator.web")
 
@@ -50,7 +51,7 @@ LOOKBACK = 256
 BATCH = 500
 HEARTBEAT = 15.0
 """Seconds of silence after which a stream sends a comment line (keeps proxies from closing it)."""
-LIFETIME = 30.0
+LIFETIME = 15.0
 """Seconds after which a stream ends by itself (the browser reconnects and resumes; no event is lost)."""
 CHECK_EVERY = 1.0
 """How often a quiet stream checks whether to end (lifetime, orchestrator stopped)."""
@@ -119,10 +120,14 @@ class EventFeed:
         self._listeners: set[_Listener] = set()
         self._task: asyncio.Task[None] | None = None
         self._seen: _Seen | None = None
+        self.ended = False
 
     async def subscribe(self, store: Store, run_id: str | None) -> _Listener:
         self._store = store
         listener = _Listener(run_id)
+        if self.ended:  # the server is shutting down: the stream ends at once
+            listener.queue.put_nowait(None)
+            return listener
         if self._task is None or self._task.done():
             self._seen = _Seen(await store.last_event_id())
             self._task = asyncio.create_task(self._poll(), name="floworchestrator-event-feed")
@@ -136,6 +141,13 @@ class EventFeed:
 
     def unsubscribe(self, listener: _Listener) -> None:
         self._listeners.discard(listener)
+
+    def end_streams(self) -> None:
+        """End every open stream now, and any opened later (a server shutting down calls this)."""
+        self.ended = True
+        for listener in list(self._listeners):
+            self._listeners.discard(listener)
+            _end(listener)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -159,9 +171,27 @@ class EventFeed:
                             listener.queue.put_nowait(e)
                         except asyncio.QueueFull:  # a client that does not read: end its stream
                             self._listeners.discard(listener)
-                            listener.queue = asyncio.Queue(1)
-                            listener.queue.put_nowait(None)
+                            _end(listener)
             await asyncio.sleep(self.poll_interval)
+
+
+def _end(listener: _Listener) -> None:
+    """Make the listener's stream end after what it was already given (at once if its queue is full)."""
+    try:
+        listener.queue.put_nowait(None)
+    except asyncio.QueueFull:
+        listener.queue = asyncio.Queue(1)
+        listener.queue.put_nowait(None)
+
+
+def close_event_streams(app: Starlette) -> None:
+    """End the open event streams of an app made by :func:`~floworchestrator.web.create_app` (and refuse new
+    ones), e.g. when the server starts a graceful shutdown; browsers reconnect to the next server. Without
+    it, a stream ends by itself within ``LIFETIME`` seconds."""
+    feed = getattr(app.state, "floworchestrator_event_feed", None)
+    if not isinstance(feed, EventFeed):
+        raise TypeError("close_event_streams needs an app made by floworchestrator.web.create_app")
+    feed.end_streams()
 
 
 def _message(e: EventRecord) -> str:
