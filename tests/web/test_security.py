@@ -114,3 +114,14 @@ def test_api_answers_are_not_cached_or_sniffed(basic: TestClient) -> None:
     for r in (basic.get("/api/flows", headers=BASIC), basic.get("/api/runs/nope", headers=BASIC)):
         assert r.headers["cache-control"] == "no-store"
         assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_the_openapi_description_names_the_mount_as_its_server(orch: Orchestrator) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    host = Starlette(routes=[Mount("/flows", app=create_app(orch, auth=NoAuth()))])
+    with TestClient(host) as c:
+        assert c.get("/flows/api/openapi.json").json()["servers"] == [{"url": "/flows"}]
+    with TestClient(create_app(orch, auth=NoAuth())) as c:
+        assert c.get("/api/openapi.json").json()["servers"] == [{"url": "/"}]

@@ -409,7 +409,9 @@ async def health(request: Request, api: Api) -> Response:
 async def openapi(request: Request, api: Api) -> Response:
     from .openapi import openapi_document
 
-    return ApiResponse(openapi_document(request.app.state.floworchestrator_auth))
+    # The API router sits in a Mount("/api") of the app: the app's own mount is the root path without it.
+    mount = str(request.scope.get("root_path", "")).removesuffix("/api")
+    return ApiResponse(openapi_document(request.app.state.floworchestrator_auth, mount))
 
 
 # -- the table -----------------------------------------------------------------------------------------

@@ -28,8 +28,8 @@ def _security(auth: AuthHook) -> tuple[dict[str, Any], list[dict[str, list[str]]
     ]
 
 
-def openapi_document(auth: AuthHook) -> dict[str, Any]:
-    """The description, with paths relative to the app's mount point."""
+def openapi_document(auth: AuthHook, mount: str = "") -> dict[str, Any]:
+    """The description; paths are relative to the app's mount point, which ``servers`` names (``/flows``)."""
     schemes, security = _security(auth)
     paths: dict[str, dict[str, Any]] = {}
     for e in ENDPOINTS:
@@ -64,6 +64,7 @@ def openapi_document(auth: AuthHook) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "floworchestrator", "version": __version__},
+        "servers": [{"url": mount.rstrip("/") or "/"}],
         "paths": paths,
         "components": {
             "schemas": {
