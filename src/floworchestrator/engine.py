@@ -488,6 +488,10 @@ class Engine:
         compiled = await self.compiled_for(run.manifest_id)
         if name in compiled.signals:
             name = compiled.signals[name][0]
+        expected = sorted({signal for signal, _ in compiled.signals.values()})
+        if name not in expected:  # a typo would otherwise be kept forever, waited for by nothing
+            waits = f"it waits for {', '.join(map(repr, expected))}" if expected else "it has no WaitForSignal step"
+            raise InvalidOperationError(f"run {run_id} of flow {run.flow_id!r} never waits for a signal {name!r}: {waits}")
         try:
             payload_json = json.dumps(payload, allow_nan=False)
         except (TypeError, ValueError) as exc:

@@ -475,3 +475,31 @@ async def test_a_completion_that_meets_a_lost_connection_is_saved_on_a_later_try
     assert calls == ["a", "b"] and store.drops == 0
     attempts = await store.get_attempts(run.run_id)
     assert [(a.step_key, a.status) for a in attempts] == [("a", S.SUCCEEDED), ("b", S.SUCCEEDED)]
+
+
+# --- 14. a signal name the run never waits for was accepted and kept forever (a typo went unnoticed) ---
+
+
+async def test_a_signal_the_run_never_waits_for_is_refused(make_orch: OrchFactory) -> None:
+    orch = make_orch()
+    orch.add_handler("Echo", lambda inputs: "ok")
+    orch.register(Flow("approve", {"wait": WaitForSignal("approval"), "done": Step("Echo", run_after={"wait": ["Succeeded"]})}),
+                  Flow("plain", {"a": Step("Echo")}))
+    async with orch:
+        run_id = await orch.trigger("approve")
+        try:
+            await orch.signal(run_id, "aproval", {"ok": True})
+        except InvalidOperationError as exc:
+            assert "never waits for a signal 'aproval'" in str(exc) and "'approval'" in str(exc)
+        else:
+            raise AssertionError("a misspelt signal was accepted")
+        assert await orch.store.get_signals(run_id) == []
+        await orch.signal(run_id, "approval", {"ok": True})  # the right name, or the step's key, still works
+        assert (await orch.wait(run_id, timeout=5)).status is RunStatus.SUCCEEDED
+        plain = await orch.run("plain", timeout=5)
+        try:
+            await orch.signal(plain.run_id, "approval")
+        except InvalidOperationError as exc:
+            assert "no WaitForSignal step" in str(exc)
+        else:
+            raise AssertionError("a signal to a flow without WaitForSignal was accepted")

@@ -449,3 +449,9 @@ def test_a_runs_pinned_manifest(client: TestClient, orch: Orchestrator) -> None:
     assert body["steps"]["charge"]["run_after"] == {"fetch": ["Succeeded"]}
     assert body["mermaid"].startswith("flowchart") and body["manifest"]["id"] == "orders"
     assert_error(client.get("/api/manifests/nope"), 404, "not_found")
+
+
+def test_a_signal_nobody_waits_for_is_409(client: TestClient, orch: Orchestrator) -> None:
+    run_id = trigger(client, "approval")
+    detail = assert_error(client.post(f"/api/runs/{run_id}/signals/aprove", json={"by": "ann"}), 409, "conflict")["detail"]
+    assert "'approve'" in detail
