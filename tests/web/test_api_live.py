@@ -455,3 +455,19 @@ def test_a_signal_nobody_waits_for_is_409(client: TestClient, orch: Orchestrator
     run_id = trigger(client, "approval")
     detail = assert_error(client.post(f"/api/runs/{run_id}/signals/aprove", json={"by": "ann"}), 409, "conflict")["detail"]
     assert "'approve'" in detail
+
+
+def test_steps_say_why_they_were_skipped(client: TestClient, orch: Orchestrator) -> None:
+    ok = trigger(client, body={"orderId": "A-1", "amount": 1, "fail": False})
+    failed = trigger(client, body={"orderId": "A-2", "amount": 1, "fail": True})
+    for run_id in (ok, failed):
+        wait(client, orch, run_id)
+
+    steps = {s["step_key"]: s for s in client.get(f"/api/runs/{ok}/steps").json()["steps"]}
+    because = steps["alert"]["skipped_because"]  # alert runs only if charge fails; it succeeded
+    assert because["run_after"] == [{"step_key": "charge", "status": "Succeeded", "accepts": ["Failed"], "satisfied": False}]
+    assert because["text"] == "charge ended Succeeded, and this step runs after it only when it is Failed"
+    assert "skipped_because" not in steps["charge"]  # only skipped steps say why
+
+    steps = {s["step_key"]: s for s in client.get(f"/api/runs/{failed}/steps").json()["steps"]}
+    assert steps["charge"]["status"] == "Failed" and steps["alert"]["status"] == "Succeeded"

@@ -26,10 +26,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from .._status import RunStatus
+from .._status import RunStatus, StepStatus
 from ..engine import utcnow
+from ..exceptions import FlowOrchestratorError
 from ..flow import Cron
 from ..orchestrator import Orchestrator
+from ..planner import Graph
 from ..stores.base import AttemptRecord, FlowRecord, RunRecord
 from ._http import (
     ApiError,
@@ -271,13 +273,51 @@ async def get_run(request: Request, api: Api) -> Response:
     return ApiResponse(run_json(await _run(api, request), detail=True))
 
 
+def _skipped_because(graph: Graph | None, key: str, statuses: dict[str, StepStatus]) -> dict[str, Any] | None:
+    """Why a step without a ``when`` trace was skipped: its ``run_after`` predecessors, how each ended and what
+    the step accepts from it (a failure or skip upstream that this step does not take)."""
+    if graph is None:
+        return None
+    try:
+        preds = graph.preds_of(key)
+    except (KeyError, ValueError):  # not a step of the pinned graph
+        return None
+    rows = []
+    reasons = []
+    for pred, allowed in sorted(preds.items()):
+        status = statuses.get(pred)
+        accepts = sorted(a.value for a in allowed)
+        satisfied = status is not None and (not allowed or status in allowed)
+        rows.append({"step_key": pred, "status": status, "accepts": accepts or None, "satisfied": satisfied})  # None: any
+        if not satisfied:
+            ended = status.value if status is not None else "nowhere"
+            reasons.append(f"{pred} ended {ended}, and this step runs after it only when it is {' or '.join(accepts or ['final'])}")
+    text = "; ".join(reasons)
+    return {"run_after": rows, "text": text or None}
+
+
 async def get_steps(request: Request, api: Api) -> Response:
     run = await _run(api, request)
     steps = await api.orchestrator.get_steps(run.run_id)
     by_step: dict[str, list[AttemptRecord]] = defaultdict(list)
     for a in await api.orchestrator.get_attempts(run.run_id):
         by_step[a.step_key].append(a)
-    return ApiResponse({"run_id": run.run_id, "steps": [step_json(s, by_step.get(s.step_key, [])) for s in steps]})
+    graph: Graph | None = None
+    if any(s.status is StepStatus.SKIPPED and s.trace is None for s in steps):
+        try:
+            graph = (await api.orchestrator.engine.compiled_for(run.manifest_id)).graph
+        except FlowOrchestratorError:  # the manifest is gone: say nothing rather than fail the page
+            graph = None
+    statuses = {s.step_key: s.status for s in steps}
+    out = []
+    for s in steps:
+        item = step_json(s, by_step.get(s.step_key, []))
+        if s.status is StepStatus.SKIPPED and s.trace is None:
+            item["skipped_because"] = _skipped_because(graph, s.step_key, statuses)
+        elif s.status is StepStatus.SKIPPED:
+            item["skipped_because"] = {"when": s.trace, "text": "its when condition was false"}
+        out.append(item)
+    return ApiResponse({"run_id": run.run_id, "steps": out})
 
 
 async def get_events(request: Request, api: Api) -> Response:
