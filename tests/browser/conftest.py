@@ -1,6 +1,6 @@
 """Browser tests of the dashboard: Playwright driving Debian's Chromium against a live server.
 
-Each test gets a fresh orchestrator (the demo's flows plus two made for these
+Each test gets a fresh orchestrator (the demo's flows plus three made for these
 tests) on a SQLite file in its tmp_path, served by uvicorn in a background
 thread, mounted at ``/flows`` in a host Starlette app the way a user mounts it.
 ``playwright install`` needs the internet, so the tests use the system's
@@ -38,6 +38,9 @@ REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("FLOWORCHESTRATOR_ARTIFACTS") or REPO / "artifacts" / "browser")
 CHROMIUM = os.environ.get("FLOWORCHESTRATOR_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+LONG_KEYS = ("W" * 48, "validate_incoming_purchase_order_against_the_partner_catalogue")
+"""The ``longnames`` flow's step keys: wider than a DAG node, in any font."""
 
 XSS = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
 """What the ``xss`` flow's step outputs: the page must show it as text."""
@@ -78,6 +81,10 @@ def _orchestrator(db: Path, switches: Switches) -> Orchestrator:
             },
         ),
         Flow(id="xss", description=XSS, steps={"render": Step("Hostile", inputs={"note": XSS})}),
+        Flow(id="longnames", steps={
+            LONG_KEYS[0]: Step("Hostile", inputs={"note": "long"}),
+            LONG_KEYS[1]: Step("Hostile", run_after={LONG_KEYS[0]: ["Succeeded"]}, inputs={"note": "long"}),
+        }),
     )
     return orch
 

@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 from floworchestrator import RunStatus
 from floworchestrator.web import BasicAuth, BearerAuth
 
-from .conftest import XSS, Server, screenshot, serve
+from .conftest import LONG_KEYS, XSS, Server, screenshot, serve
 
 RUN_URL = re.compile(r"#/runs/(?P<id>[0-9a-f-]{20,})$")
 
@@ -262,11 +262,17 @@ def test_views_degrade_when_endpoints_are_missing(server: Server, page: Any) -> 
         page.route(pattern, lambda route: route.fulfill(status=404, content_type="application/json", body=missing))
     run_id = server.call(server.orch.trigger("features", {"amount": 1, "items": []}))
     page.goto(server.url)
-    expect(page.locator("main")).to_contain_text("Run counts unavailable (404: no such endpoint)")
-    expect(page.locator("main")).to_contain_text("runs-over-time chart unavailable")
+    expect(page.locator("main")).to_contain_text("Run counts are unavailable (404: no such endpoint)")
+    expect(page.locator("main")).to_contain_text("The runs-over-time chart is unavailable (404: no such endpoint)")
+    expect(page.locator("main")).to_contain_text("Active runs")
     # the active runs come from GET /api/runs?status=Running instead
     expect(page.locator(f'main a[href="#/runs/{run_id}"]')).to_be_visible()
     screenshot(page, "14-overview-degraded")
+    page.route("**/api/flows/orders", lambda route: route.fulfill(status=500, content_type="application/json", body=missing))
+    page.route("**/api/schedules*", lambda route: route.fulfill(status=500, content_type="application/json", body=missing))
+    page.goto(server.url + "#/flows/orders")
+    expect(page.locator("main")).to_contain_text("This flow is unavailable (500: no such endpoint)")
+    expect(page.locator("main")).to_contain_text("Schedules are unavailable (500: no such endpoint)")
     page.goto(server.url + "#/runs/no-such-run")
     expect(page.locator(".run-header")).to_contain_text("No such run.")
     page.goto(server.url + "#/nowhere")
@@ -328,3 +334,59 @@ def test_the_page_stays_live_across_the_streams_planned_reconnects(server: Serve
     expect(page.locator(f'.runs-table tr[data-run="{run_id}"]')).to_contain_text("Succeeded")
     assert "polling" not in modes, modes  # a planned end is not a failure
     assert page.locator(".live").get_attribute("data-mode") == "live"
+
+
+def node_overflow(page: Any) -> list[str]:
+    """The DAG's node labels wider than their box, as "key: label"."""
+    return list(page.evaluate("""() => [...document.querySelectorAll('svg.dag .node')].flatMap((node) => {
+        const box = node.querySelector('rect').getBBox();
+        return [...node.querySelectorAll('text')].filter((t) => t.getBBox().x + t.getBBox().width > box.width - 4)
+            .map((t) => `${node.dataset.step}: ${t.textContent}`);
+    })"""))
+
+
+def test_long_step_keys_are_cut_to_their_box_with_the_full_key_in_the_tooltip(server: Server, page: Any) -> None:
+    page.goto(server.url + "#/flows/longnames")
+    for key in LONG_KEYS:
+        node = page.locator(f'svg.dag .node[data-step="{key}"]')
+        expect(node.locator("text.node-key")).to_have_text(re.compile("…$"))
+        assert node.locator("title").text_content().startswith(key)  # the tooltip
+    assert node_overflow(page) == []
+    run_id = server.call(server.orch.run("longnames", None, timeout=20)).run_id
+    page.goto(server.url + f"#/runs/{run_id}")
+    expect(page.locator(".run-header .badge").first).to_have_text("Succeeded")
+    expect(page.locator(f'svg.dag .node[data-step="{LONG_KEYS[0]}"] text.node-key')).to_have_text(re.compile("^W+…$"))
+    assert node_overflow(page) == []
+    screenshot(page, "17-long-step-keys")
+
+
+def test_a_narrow_window_scrolls_the_dag_not_the_page(server: Server, page: Any) -> None:
+    page.set_viewport_size({"width": 420, "height": 900})
+    run_id = server.call(server.orch.trigger("features", {"amount": 5, "items": []}))
+    for url in ("#/flows/features", f"#/runs/{run_id}"):
+        page.goto(server.url + url)
+        expect(page.locator("svg.dag .node")).to_have_count(8)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 420, url  # nothing sticks out of the page
+        wrap = page.locator(".dag-wrap")
+        # The graph is wider than the window: its box scrolls to every node.
+        assert wrap.evaluate("(w) => w.scrollWidth > w.clientWidth && getComputedStyle(w).overflowX === 'auto'"), url
+        wrap.evaluate("(w) => { w.scrollLeft = w.scrollWidth; }")
+        right = wrap.evaluate("""(w) => Math.max(...[...w.querySelectorAll('.node rect')].map((r) => r.getBoundingClientRect().right))""")
+        assert right <= wrap.bounding_box()["x"] + wrap.bounding_box()["width"] + 1, url
+    screenshot(page, "18-narrow-run")
+
+
+def test_the_page_has_a_favicon(server: Server, browser: Any) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    failed: list[str] = []
+    page.on("console", lambda msg: msg.type == "error" and failed.append(msg.text))
+    page.goto(server.url)
+    expect(page.locator(".live")).to_have_text("live")
+    href = page.locator('link[rel="icon"]').get_attribute("href")
+    assert href == "static/favicon.svg"
+    icon = page.evaluate("async (href) => { const r = await fetch(href); return [r.status, r.headers.get('content-type')]; }", href)
+    assert icon == [200, "image/svg+xml"]
+    page.wait_for_timeout(300)  # the browser asks for the icon once the page has loaded
+    assert failed == []  # a missing /favicon.ico shows as "Failed to load resource" (404)
+    context.close()

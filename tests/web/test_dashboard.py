@@ -31,6 +31,7 @@ ASSETS = {
     "app.css": "text/css",
     "api.js": "text/javascript",
     "views/run.js": "text/javascript",
+    "favicon.svg": "image/svg+xml",
 }
 
 
@@ -52,6 +53,7 @@ def test_the_page_is_served_at_the_mount(client: TestClient) -> None:
     assert r.status_code == 200
     assert r.headers["content-type"] == "text/html; charset=utf-8"
     assert '<script type="module" src="static/app.js">' in r.text  # relative: works under any mount
+    assert '<link rel="icon" href="static/favicon.svg" type="image/svg+xml">' in r.text  # no request for a missing /favicon.ico
     assert "default-src 'self'" in r.headers["content-security-policy"]
     assert r.headers["x-content-type-options"] == "nosniff"
 

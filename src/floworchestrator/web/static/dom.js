@@ -133,9 +133,10 @@ export function notice(kind, ...children) {
   return h("div", { class: ["notice", `notice-${kind}`], role: kind === "error" ? "alert" : null }, ...children);
 }
 
-export function unavailable(what, err) {
+/** "<what> is unavailable (<why>)"; `verb` is "are" for a plural `what` ("Schedules"). */
+export function unavailable(what, err, verb = "is") {
   const reason = err && err.status ? ` (${err.status}${err.detail ? ": " + err.detail : ""})` : err ? ` (${err.message})` : "";
-  return notice("muted", `${what} unavailable${reason}`);
+  return notice("muted", `${what} ${verb} unavailable${reason}`);
 }
 
 /** Wraps fn so that it runs once, `wait` ms after the last call. */

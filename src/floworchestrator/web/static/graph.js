@@ -94,6 +94,37 @@ function clip(text, max) {
   return t.length > max ? t.slice(0, max - 1) + "…" : t;
 }
 
+const LABEL_X = 10; // a node's labels start here and end LABEL_X before its right edge
+
+/** A node's label: clipped by characters at first, fitted to the box by `fitLabels` once drawn (the node's tooltip has it in full). */
+function label(text, max, cls, y) {
+  const full = String(text);
+  return s("text", { x: LABEL_X, y, class: cls, dataset: { full } }, clip(full, max));
+}
+
+/**
+ * Shortens (with an ellipsis) the node labels wider than their box: their width depends on the font and the
+ * letters ("WWW…" is three times "iii…"), so it is measured. Needs the graph in the document and shown.
+ */
+export function fitLabels(svg) {
+  const room = NODE_W - 2 * LABEL_X;
+  for (const text of svg.querySelectorAll(".node text[data-full]")) {
+    const full = text.dataset.full;
+    const set = (t) => { text.textContent = t; };
+    set(full);
+    if (text.getComputedTextLength() <= room) continue;
+    let lo = 0; // the longest prefix that fits with the ellipsis
+    let hi = full.length - 1;
+    while (lo < hi) {
+      const mid = Math.ceil((lo + hi) / 2);
+      set(full.slice(0, mid) + "…");
+      if (text.getComputedTextLength() <= room) lo = mid;
+      else hi = mid - 1;
+    }
+    set(full.slice(0, lo) + "…");
+  }
+}
+
 /**
  * The DAG of `steps` (manifest steps). Options:
  *  - status(key) -> {status, label} | null: colours a node by a run's step status and adds a second line;
@@ -158,10 +189,11 @@ export function dagSvg(steps, { status, onSelect, selected, maxWidth } = {}) {
       dataset: { step: key },
     });
     node.append(
-      s("title", {}, `${key} (${step.type})${st ? " — " + st.status : ""}${step.description ? "\n" + step.description : ""}`),
+      s("title", {}, `${key} (${step.type})${st ? " — " + st.status : ""}${st && st.label && st.label !== st.status ? ` (${st.label})` : ""}`
+        + `${step.description ? "\n" + step.description : ""}`),
       s("rect", { width: NODE_W, height: NODE_H, rx: 7, ry: 7 }),
-      s("text", { x: 10, y: 20, class: "node-key" }, clip(key, 22)),
-      s("text", { x: 10, y: 37, class: "node-type" }, clip(st && st.label ? st.label : isLoop ? `ForEach × ${Object.keys(step.steps || {}).length} step(s)` : step.type, 26)),
+      label(key, 22, "node-key", 20),
+      label(st && st.label ? st.label : isLoop ? `ForEach × ${Object.keys(step.steps || {}).length} step(s)` : step.type, 26, "node-type", 37),
     );
     if (onSelect) {
       node.addEventListener("click", () => onSelect(key));
@@ -174,5 +206,9 @@ export function dagSvg(steps, { status, onSelect, selected, maxWidth } = {}) {
     }
     svg.append(node);
   }
+  // Drawn (in the document) before the next frame is painted: fit the labels then.
+  requestAnimationFrame(() => {
+    if (svg.isConnected) fitLabels(svg);
+  });
   return h("div", { class: "dag-wrap" }, svg);
 }

@@ -198,7 +198,7 @@ export function flowView(root, flowId) {
           h("tbody", {}, ...mine.map((x) => scheduleRow(x, refresh))))
         : h("p", { class: "muted" }, "This flow has no cron trigger.")));
     } else {
-      renderChanged(schedules, null, () => replace(schedules, unavailable("Schedules", sch.reason)));
+      renderChanged(schedules, null, () => replace(schedules, unavailable("Schedules", sch.reason, "are")));
     }
     if (recent.status === "fulfilled") {
       const list = recent.value.runs || [];
@@ -208,7 +208,7 @@ export function flowView(root, flowId) {
         : h("p", { class: "muted" }, "No run yet."),
       h("a", { href: `#/runs?flow_id=${encodeURIComponent(flowId)}` }, "all runs of this flow"));
     } else {
-      replace(runs, unavailable("Runs", recent.reason));
+      replace(runs, unavailable("Runs", recent.reason, "are"));
     }
   });
 

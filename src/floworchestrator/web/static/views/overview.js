@@ -51,7 +51,7 @@ export function overviewView(root) {
           h("div", { class: "card-n" }, String(totals[st] ?? 0)), badge(st))));
       replace(chart, runsChart(stats.value.series, stats.value.bucket || bucket), legend());
     } else {
-      replace(counts, unavailable("Run counts", stats.reason));
+      replace(counts, unavailable("Run counts", stats.reason, "are"));
       replace(chart, unavailable("The runs-over-time chart", stats.reason));
     }
     if (running.status === "fulfilled") {
@@ -64,7 +64,7 @@ export function overviewView(root) {
         : h("p", { class: "muted" }, "No run is running."),
       (running.value.total ?? 0) > runs.length ? h("a", { href: "#/runs?status=Running" }, `all ${running.value.total} running runs`) : null);
     } else {
-      replace(active, unavailable("Active runs", running.reason));
+      replace(active, unavailable("Active runs", running.reason, "are"));
     }
   });
 

@@ -182,7 +182,7 @@ export function runView(root, runId) {
   }
 
   function stepsTable() {
-    return h("table", { class: "table compact steps-table" },
+    return h("div", { class: "table-wrap" }, h("table", { class: "table compact steps-table" },
       h("thead", {}, h("tr", {}, ...["Step", "Status", "Attempts", "Started", "Duration"].map((t) => h("th", {}, t)))),
       h("tbody", {}, ...steps.map((st) => h("tr", {
         class: ["clickable", selected === st.step_key && "row-selected"],
@@ -194,7 +194,7 @@ export function runView(root, runId) {
       h("td", {}, isWaiting(st) ? badge("Waiting", `waiting for ${st.waiting_signal}`) : badge(st.status)),
       h("td", { class: "num" }, String(st.attempt_count ?? 0)),
       h("td", {}, fmtClock(st.started_at)),
-      h("td", { class: "num" }, st.finished_at ? fmtDuration(st.duration_seconds) : st.started_at ? "…" : "—")))));
+      h("td", { class: "num" }, st.finished_at ? fmtDuration(st.duration_seconds) : st.started_at ? "…" : "—"))))));
   }
 
   function timeline() {
