@@ -319,6 +319,26 @@ def test_bad_app(cli: Cli, app: str | None, fragments: list[str]) -> None:
     one_line_error(cli(*args, app=False), 2, *[f.replace("APPMOD", cli.module) for f in fragments])
 
 
+@pytest.mark.parametrize("command", [["flows"], ["runs"], ["schedules"], ["prune", "--older-than", "30d"]])
+def test_the_app_as_the_commands_argument(cli: Cli, command: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`floworchestrator flows myapp:orch` is `flows --app myapp:orch` (before or after the options)."""
+    assert cli("trigger", "hello").exit_code == 0  # a database to read
+    expected = cli(*command)
+    assert expected.exit_code == 0, expected.output
+    assert cli(*command, cli.app, "--store", cli.store, app=False).stdout == expected.stdout
+    assert cli(command[0], "--store", cli.store, cli.app, *command[1:], app=False).stdout == expected.stdout
+    # The same app both ways is fine; the argument wins over FLOWORCHESTRATOR_APP, as --app does.
+    assert cli(*command, cli.app, "--app", cli.app, "--store", cli.store, app=False).stdout == expected.stdout
+    monkeypatch.setenv("FLOWORCHESTRATOR_APP", f"{cli.module}:not_an_orchestrator")
+    assert cli(*command, cli.app, "--store", cli.store, app=False).stdout == expected.stdout
+
+
+def test_the_app_as_argument_and_a_different_app_option_is_an_error(cli: Cli) -> None:
+    r = cli("flows", f"{cli.module}:other", "--app", cli.app, "--store", cli.store, app=False)
+    one_line_error(r, 2, f"the app is given twice: '{cli.module}:other' as the argument and '{cli.app}' as --app; give one")
+    one_line_error(cli("serve", "a:b", "--app", "c:d", app=False), 2, "the app is given twice")
+
+
 def test_an_app_whose_flows_do_not_validate_lists_every_problem(cli: Cli) -> None:
     module = cli.write(BROKEN_APP)
     r = cli("flows", "--app", f"{module}:orch", app=False)

@@ -2,7 +2,9 @@
 
 Commands load the user's orchestrator the way uvicorn loads an app:
 ``--app module:attribute`` (or ``FLOWORCHESTRATOR_APP``), with the current
-directory on ``sys.path``. Read commands (``runs``, ``run``, ``flows``,
+directory on ``sys.path``; the commands whose only subject is the app
+(``serve``, ``flows``, ``runs``, ``schedules``, ``prune``) also take it as
+their argument (``floworchestrator serve myapp:orchestrator``). Read commands (``runs``, ``run``, ``flows``,
 ``schedules``) only open the store; they never start the runtime, recovery or
 cron, because starting an orchestrator runs steps. Control commands
 (``signal``, ``retry``, ``cancel``, ``rerun``, ``schedule ...``) start the
@@ -20,6 +22,7 @@ exit status 1 (2 for a bad option), never a traceback.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import json
 import logging
@@ -38,10 +41,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import click
+from click.core import ParameterSource
 
 from . import __version__
 from ._status import RunStatus, StepStatus
@@ -366,6 +370,25 @@ def _app_options(func: FC) -> FC:
     return func
 
 
+def _app_argument(func: FC) -> FC:
+    """An optional positional APP meaning the same as --app (``serve myapp:orch``), for commands with ``_app_options``.
+
+    APP wins over FLOWORCHESTRATOR_APP (like --app); APP and a different --app is an error.
+    """
+
+    @functools.wraps(func)
+    def with_app(*args: Any, app: str | None = None, **kwargs: Any) -> Any:
+        if app is not None:
+            option = kwargs.get("app_spec")
+            ctx = click.get_current_context()
+            if option is not None and option != app and ctx.get_parameter_source("app_spec") is ParameterSource.COMMANDLINE:
+                raise BadUsage(f"the app is given twice: {app!r} as the argument and {option!r} as --app; give one")
+            kwargs["app_spec"] = app
+        return func(*args, **kwargs)
+
+    return cast(FC, click.argument("app", required=False, metavar="[APP]")(with_app))
+
+
 def _load(app_spec: str | None, store_url: str | None) -> Orchestrator:
     if not app_spec:
         raise AppError(f"no app given: pass --app module:attribute or set {APP_ENV}")
@@ -594,6 +617,7 @@ async def _trigger_and_wait(
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, metavar="N",
               help="At most this many runs, newest first.")
 @_app_options
+@_app_argument
 def runs(flow_id: str | None, status: str | None, limit: int, app_spec: str | None, store_url: str | None) -> None:
     """List runs, newest first."""
     orch = _load(app_spec, store_url)
@@ -678,6 +702,7 @@ def run(run_id: str, full: bool, app_spec: str | None, store_url: str | None) ->
 
 @main.command()
 @_app_options
+@_app_argument
 def flows(app_spec: str | None, store_url: str | None) -> None:
     """List the app's flows: enabled, triggers, steps."""
     orch = _load(app_spec, store_url)
@@ -901,6 +926,7 @@ def _parse_age(text: str) -> timedelta:
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True, metavar="N",
               help="Runs deleted per transaction.")
 @_app_options
+@_app_argument
 def prune(older_than: str, batch_size: int, app_spec: str | None, store_url: str | None) -> None:
     """Delete finished runs older than AGE, with their steps, attempts, events and signals.
 
@@ -956,6 +982,7 @@ def _cron_of(orch: Orchestrator, app_spec: str | None, flow_id: str, trigger: st
 
 @main.command()
 @_app_options
+@_app_argument
 def schedules(app_spec: str | None, store_url: str | None) -> None:
     """List the cron triggers: expression in force, paused or not, next three fire times."""
     orch = _load(app_spec, store_url)
@@ -1209,6 +1236,7 @@ def _dashboard_server(orch: Orchestrator, auth: tuple[Any, str], *, webhooks: bo
               help=f"Serve the dashboard and its API without a login (only behind your own protection). Otherwise HTTP Basic:"
               f" user {DASHBOARD_USER_ENV} (default admin), password {DASHBOARD_PASSWORD_ENV} (default: made up and printed).")
 @_app_options
+@_app_argument
 def serve(host: str, port: int, cron: bool, no_auth: bool, app_spec: str | None, store_url: str | None) -> None:
     """Run the orchestrator with its workers and cron, and an HTTP server for webhooks and the dashboard.
 
@@ -1218,7 +1246,7 @@ def serve(host: str, port: int, cron: bool, no_auth: bool, app_spec: str | None,
     retry, rerun) run here too. Ctrl-C or SIGTERM stops: the server stops
     taking requests, running steps get the orchestrator's shutdown_timeout
     to finish, and queued steps stay in the store for the next start.
-    Needs the web extra: pip install 'floworchestrator[web]'.
+    Needs the web extra: pip install 'floworchestrator[web]'. APP (module:attribute) is the same as --app.
     """
     try:
         import uvicorn  # noqa: F401  (imported here only to say what to install when it is missing)

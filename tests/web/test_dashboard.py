@@ -265,6 +265,18 @@ def test_serve_puts_the_dashboard_behind_basic_auth(tmp_path: Path) -> None:
         _stop(proc)
 
 
+def test_serve_takes_the_app_as_its_argument(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'serve.db'}"
+    args = ["serve", "floworchestrator.demo:orchestrator", "--store", store, "--port", "0", "--no-cron", "--no-auth"]  # no --app
+    proc, lines = _start(args, tmp_path)
+    try:
+        assert lines[0].startswith("Serving floworchestrator.demo:orchestrator (4 flows)"), lines
+        status, body = _get(lines[-1].split()[1] + "api/flows")
+        assert status == 200 and len(json.loads(body)["flows"]) == 4
+    finally:
+        _stop(proc)
+
+
 def test_serve_takes_the_password_from_the_environment_or_no_auth(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'serve.db'}"
     app = ["serve", "--app", "floworchestrator.demo:orchestrator", "--store", store, "--port", "0", "--no-cron"]
