@@ -464,11 +464,16 @@ def _validate_one(
     out: list[Problem] = []
     if not isinstance(flow.id, str) or not flow.id.strip():
         out.append(Problem(fid, "the flow id must be a non-empty string", field="id"))
+    elif not prefix and (why := _not_a_path_segment(flow.id)):
+        out.append(Problem(fid, f"the flow id {why}: it must fit in one URL path segment (/api/flows/{{flow_id}})", field="id"))
     if not flow.steps:
         out.append(Problem(fid, "a flow needs at least one step", field="steps"))
     for name, trig in flow.triggers.items():
         where = f"triggers.{name}"
         if isinstance(trig, Cron):
+            if why := _not_a_path_segment(name):
+                msg = f"the name of a cron trigger {why}: it must fit in one URL path segment (/api/schedules/{{flow_id}}/{{trigger}})"
+                out.append(Problem(fid, msg, field=where))
             if not croniter.is_valid(trig.expression):
                 out.append(Problem(fid, f"invalid cron expression {trig.expression!r}", field=where))
             if trig.timezone is not None:
@@ -479,8 +484,9 @@ def _validate_one(
                 except Exception:
                     out.append(Problem(fid, f"unknown time zone {trig.timezone!r}", field=where))
         elif isinstance(trig, Webhook):
-            if not trig.slug or not all(c.isalnum() or c in "-_." for c in trig.slug):
-                msg = f"webhook slug {trig.slug!r} must be non-empty letters, digits, '-', '_' or '.'"
+            if not trig.slug or not all(c.isalnum() or c in "-_." for c in trig.slug) or trig.slug in (".", ".."):
+                msg = (f"webhook slug {trig.slug!r} must be non-empty letters, digits, '-', '_' or '.',"
+                       " and not '.' or '..' (/webhook/{slug})")
                 out.append(Problem(fid, msg, field=where))
         elif not isinstance(trig, Manual):
             out.append(Problem(fid, f"{type(trig).__name__} is not a trigger (use Manual, Cron or Webhook)", field=where))
@@ -492,6 +498,9 @@ def _validate_one(
             continue
         if not key or "." in key:
             out.append(Problem(fid, "a step key must be non-empty and contain no '.'", step=key))
+        elif why := _not_a_path_segment(key):
+            msg = f"a step key {why}: it must fit in one URL path segment (/api/runs/{{run_id}}/steps/{{step_key}}/retry)"
+            out.append(Problem(fid, msg, step=key))
         if step.type == WAIT_FOR_SIGNAL:
             out.extend(_check_signal_step(fid, key, step))
         elif step.type == FOR_EACH:
@@ -605,9 +614,29 @@ def _check_signal_step(fid: str, key: str, step: Step) -> list[Problem]:
     out = []
     if not isinstance(name, str) or not name or name.startswith("@"):
         out.append(Problem(fid, "a WaitForSignal step needs a literal signal name in inputs['signal']", step=key, field="inputs"))
+    elif why := _not_a_path_segment(name):
+        msg = f"the signal name {why}: it must fit in one URL path segment (/api/runs/{{run_id}}/signals/{{name}})"
+        out.append(Problem(fid, msg, step=key, field="inputs"))
     if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
         out.append(Problem(fid, f"inputs['timeout'] must be a positive number of seconds, not {timeout!r}", step=key, field="inputs"))
     return out
+
+
+def _not_a_path_segment(text: str) -> str | None:
+    """Why ``text`` (a flow id, step key, ...) cannot be one segment of an API path, or None if it can.
+
+    A client percent-encodes it, but the server decodes ``%2F`` before routing (so ``a/b`` never reaches
+    ``/api/flows/{flow_id}``), and clients resolve the segments ``.`` and ``..`` (even as ``%2E``) away.
+    """
+    if "/" in text:
+        return f"{text!r} contains '/'"
+    if text in (".", ".."):
+        return f"{text!r} is a dot segment, which URLs resolve away"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{text!r} is not valid Unicode (a lone surrogate cannot be percent-encoded)"
+    return None
 
 
 def _check_options(fid: str, key: str, step: Step) -> list[Problem]:

@@ -16,6 +16,7 @@ from floworchestrator import (
     Problem,
     Step,
     StepStatus,
+    WaitForSignal,
     Webhook,
 )
 from floworchestrator.flow import validate_flows
@@ -75,6 +76,9 @@ VALID_FLOWS: list[Flow] = [
     flow(triggers={"c": Cron("@daily", timezone="UTC"), "w": Webhook("orders-in_v1.2", secret="s")}),
     flow(triggers={}),  # no trigger at all: only started from code
     flow(steps={"x": Step("T"), "y": Step("T"), "j": Step("T", run_after={"x": [], "y": ["Succeeded"]})}),
+    # Anything but '/' and dot segments fits in a URL path segment (percent-encoded).
+    flow("Bestellungen über 100 € ?#%", steps={"prüfen & senden": Step("T"), "w": WaitForSignal("ok? ja!")},
+         triggers={"jeden Tag %": Cron("0 2 * * *"), "w": Webhook("ü.v2")}),
 ]
 
 
@@ -436,6 +440,57 @@ def test_empty_flow_id(fid: str, orch: Orchestrator) -> None:
 
 def test_non_string_flow_id() -> None:
     find(problems_of(flow(7)), "7", None, "id", "non-empty string")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fid", ["a/b", "/", "orders/", ".", "..", "bad\ud800"])
+def test_a_flow_id_must_fit_in_one_url_path_segment(fid: str, orch: Orchestrator) -> None:
+    """/api/flows/a%2Fb is routed as /api/flows/a/b (404), and clients resolve /api/flows/.. to /api/."""
+    problems = problems_of(flow(fid))
+    p = find(problems, fid, None, "id", f"the flow id {fid!r} ")
+    assert p.message.endswith("it must fit in one URL path segment (/api/flows/{flow_id})"), p.message
+    assert len(problems) == 1
+    with pytest.raises(FlowValidationError, match="one URL path segment"):
+        orch.register(flow(fid))
+    assert fid not in orch.flows
+
+
+@pytest.mark.parametrize(
+    ("f", "step", "field", "text"),
+    [
+        pytest.param(flow(steps={"a/b": Step("T")}), "a/b", None, "a step key 'a/b' contains '/': it must fit in one URL path segment "
+                     "(/api/runs/{run_id}/steps/{step_key}/retry)", id="step-key"),
+        pytest.param(flow(steps={"loop": Step("ForEach", for_each=[1], steps={"x/y": Step("T")})}), "loop.x/y", None,
+                     "a step key 'x/y' contains '/'", id="foreach-child-key"),
+        pytest.param(flow(triggers={"daily/2am": Cron("0 2 * * *")}), None, "triggers.daily/2am",
+                     "the name of a cron trigger 'daily/2am' contains '/': it must fit in one URL path segment "
+                     "(/api/schedules/{flow_id}/{trigger})", id="cron-trigger-name"),
+        pytest.param(flow(triggers={"c": Cron("0 2 * * *"), "..": Cron("0 3 * * *")}), None, "triggers...",
+                     "the name of a cron trigger '..' is a dot segment", id="cron-trigger-dots"),
+        pytest.param(flow(triggers={"w": Webhook("..")}), None, "triggers.w", "webhook slug '..' must be", id="webhook-dots"),
+        pytest.param(flow(triggers={"w": Webhook("a/b")}), None, "triggers.w", "webhook slug 'a/b' must be", id="webhook-slash"),
+        pytest.param(flow(steps={"w": WaitForSignal("yes/no")}), "w", "inputs",
+                     "the signal name 'yes/no' contains '/': it must fit in one URL path segment (/api/runs/{run_id}/signals/{name})",
+                     id="signal-name"),
+    ],
+)
+def test_names_in_url_paths_must_fit_in_one_segment(f: Flow, step: str | None, field: str | None, text: str,
+                                                    orch: Orchestrator) -> None:
+    problems = problems_of(f)
+    find(problems, "f", step, field, text)
+    assert len(problems) == 1, problems
+    with pytest.raises(FlowValidationError, match="must"):
+        orch.register(f)
+
+
+def test_names_in_url_paths_are_reported_with_the_other_problems(orch: Orchestrator) -> None:
+    f = flow("a/b", steps={"x/y": Step("Nope")}, triggers={"c/d": Cron("not cron")})
+    problems = problems_of(f)
+    assert sorted((p.step or "", p.field or "") for p in problems) == [
+        ("", "id"), ("", "triggers.c/d"), ("", "triggers.c/d"), ("x/y", ""), ("x/y", "type")]
+    assert sum("URL path segment" in p.message for p in problems) == 3
+    with pytest.raises(FlowValidationError) as info:
+        orch.register(f)
+    assert str(info.value).startswith("5 problems in flow definitions:")
 
 
 def test_same_flow_id_twice_in_one_call(orch: Orchestrator) -> None:

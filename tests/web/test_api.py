@@ -160,6 +160,22 @@ def test_get_flow_has_manifest_steps_and_mermaid(client: TestClient) -> None:
     assert '-->|"Failed"|' in data["mermaid"]
 
 
+def test_every_name_registration_accepts_round_trips_through_the_api_paths() -> None:
+    """Registration refuses '/' and dot segments; every other flow id, step key or cron name round-trips, percent-encoded."""
+    from urllib.parse import quote
+
+    orch = make_orchestrator_for_url("memory://")
+    fid, key, cron = "Bestellungen über 100 € ?#%;", "prüfen & senden", "jeden Tag um 2 (100%)"
+    orch.register(Flow(id=fid, triggers={cron: Cron("0 2 * * *")}, steps={key: Step("Echo", inputs={"x": 1})}))
+    with TestClient(create_app(orch, auth=NoAuth(), manage_lifespan=True)) as client:
+        f, c = quote(fid, safe=""), quote(cron, safe="")
+        assert client.get(f"/api/flows/{f}").json()["flow_id"] == fid
+        run_id = trigger(client, f)
+        assert wait(client, orch, run_id).status is RunStatus.SUCCEEDED
+        assert client.post(f"/api/runs/{run_id}/steps/{quote(key, safe='')}/retry").status_code == 409  # found; Succeeded
+        assert client.post(f"/api/schedules/{f}/{c}/pause").json()["paused"] is True
+
+
 def test_unknown_flow_is_404(client: TestClient) -> None:
     assert_error(client.get("/api/flows/nope"), 404, "not_found")
     assert_error(client.post("/api/flows/nope/trigger", json={}), 404, "not_found")
