@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ from floworchestrator import Cron, Flow, ForEach, Manual, Orchestrator, RunStatu
 from floworchestrator.exceptions import ConfigurationError, StoreUnavailableError
 from floworchestrator.stores.base import RunRecord
 from floworchestrator.web import BasicAuth, BearerAuth, NoAuth, create_app, to_mermaid
+from floworchestrator.web.api import ENDPOINTS
 
 from ..conftest import store_url
 
@@ -521,13 +523,37 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-PROTECTED = [
-    ("GET", "/api/flows"), ("GET", "/api/flows/orders"), ("POST", "/api/flows/orders/trigger"), ("POST", "/api/flows/orders/disable"),
-    ("GET", "/api/handlers"), ("GET", "/api/runs"), ("GET", "/api/runs/x"), ("GET", "/api/runs/x/steps"),
-    ("POST", "/api/runs/x/cancel"), ("POST", "/api/runs/x/steps/a/retry"), ("POST", "/api/runs/x/signals/s"),
-    ("GET", "/api/schedules"), ("PUT", "/api/schedules/orders/nightly/cron"), ("GET", "/api/health"),
-    ("GET", "/api/openapi.json"), ("GET", "/api/nope"),
-]
+# Path parameters filled with names the test orchestrator has (or plausible ones), so that a route
+# left unguarded would answer something else than 401.
+PATH_VALUES = {"flow_id": "orders", "trigger": "nightly", "run_id": "x", "step_key": "fetch", "name": "approve", "manifest_id": "x"}
+
+
+def _filled(path: str) -> str:
+    def value(m: re.Match[str]) -> str:
+        name = m.group(1).split(":")[0]
+        assert name in PATH_VALUES, f"no dummy value for the path parameter {name!r} of {path}: add one to PATH_VALUES"
+        return PATH_VALUES[name]
+
+    return re.sub(r"\{([^}]+)\}", value, path)
+
+
+# Every route of the API, present and future (the webhook receiver, outside ENDPOINTS, checks its own secret),
+# and a path no route has.
+PROTECTED = [(e.method, "/api" + _filled(e.path)) for e in ENDPOINTS if not e.path.startswith("/webhook")] + [("GET", "/api/nope")]
+
+
+def test_the_auth_matrix_covers_every_api_route(client: TestClient) -> None:
+    assert len(PROTECTED) >= 26
+    for endpoint in ENDPOINTS:
+        if endpoint.path.startswith("/webhook"):
+            continue
+        path = "/api" + _filled(endpoint.path)
+        assert (endpoint.method, path) in PROTECTED
+        if endpoint.path == "/events/stream":  # never ends by itself; its path has no parameter
+            continue
+        # Without a guard, the request reaches the endpoint: no router 404 or 405.
+        response = client.request(endpoint.method, path, json={})
+        assert response.status_code != 405 and response.json().get("detail") != "Not Found", (endpoint.method, path, response.text)
 
 
 def assert_protected(client: TestClient, good: dict[str, str], bad: list[dict[str, str]], challenge: str | None) -> None:
@@ -536,7 +562,7 @@ def assert_protected(client: TestClient, good: dict[str, str], bad: list[dict[st
             response = client.request(method, path, headers=headers)
             assert_error(response, 401, "unauthorized")
             if challenge is not None:
-                assert response.headers["www-authenticate"].startswith(challenge)
+                assert response.headers["www-authenticate"].startswith(challenge), (method, path)
     assert client.get("/api/flows", headers=good).status_code == 200
     assert client.post("/api/flows/loop/trigger", headers=good).status_code == 202
     # The webhook receiver checks its own secret, not the API's credentials.
