@@ -1168,63 +1168,25 @@ def _web_auth(no_auth: bool) -> tuple[Any, str]:
     return BasicAuth(user, password), f"user {user!r}, password {password} ({made_up})"
 
 
-class _EndStreams:
-    """ASGI wrapper: when the server stops, event streams (``Accept: text/event-stream``) are told that
-    the client left, so they end at once instead of holding up the shutdown until the browser closes."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.closing: asyncio.Event | None = None
-
-    def close(self) -> None:
-        if self.closing is not None:
-            self.closing.set()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or b"text/event-stream" not in dict(scope.get("headers") or ()).get(b"accept", b""):
-            await self.app(scope, receive, send)
-            return
-        closing = self.closing = self.closing or asyncio.Event()
-
-        async def receive_or_leave() -> Any:
-            message = asyncio.ensure_future(receive())
-            leave = asyncio.ensure_future(closing.wait())
-            await asyncio.wait({message, leave}, return_when=asyncio.FIRST_COMPLETED)
-            leave.cancel()
-            if message.done():
-                return message.result()
-            message.cancel()
-            return {"type": "http.disconnect"}
-
-        finished = False
-
-        async def send_and_watch(message: Any) -> None:
-            nonlocal finished
-            finished = finished or (message["type"] == "http.response.body" and not message.get("more_body", False))
-            await send(message)
-
-        await self.app(scope, receive_or_leave, send_and_watch)
-        if not finished and closing.is_set():  # the stream stopped on our "disconnect": end its body properly
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
 def _dashboard_server(orch: Orchestrator, auth: tuple[Any, str], *, webhooks: bool) -> Any:
     """A uvicorn server for the dashboard at /flows/ (and the webhook receiver at /webhook/{slug} if asked)."""
     import uvicorn
     from starlette.applications import Starlette
 
-    from .web import create_app, create_webhook_app
+    from .web import close_event_streams, create_app, create_webhook_app
 
     app = create_webhook_app(orch, manage_lifespan=True) if webhooks else Starlette()
-    app.mount(DASHBOARD_PATH, create_app(orch, auth=auth[0]))  # the same one line a host application writes
-    streams = _EndStreams(app)
+    dashboard = create_app(orch, auth=auth[0])
+    app.mount(DASHBOARD_PATH, dashboard)  # the same one line a host application writes
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: Any = None) -> None:
-            streams.close()
+            # uvicorn waits for open responses before the lifespan stops the orchestrator: end the
+            # dashboards' event streams first (browsers reconnect to the next server).
+            close_event_streams(dashboard)
             await super().shutdown(sockets)
 
-    config = uvicorn.Config(streams, lifespan="on", log_config=None, log_level=None, access_log=webhooks, timeout_graceful_shutdown=10)
+    config = uvicorn.Config(app, lifespan="on", log_config=None, log_level=None, access_log=webhooks, timeout_graceful_shutdown=10)
     return Server(config)
 
 

@@ -299,3 +299,22 @@ def test_bearer_valid_refuses_what_cannot_be_a_token() -> None:
     auth = BearerAuth(["tok", "other"])
     assert auth.valid("tok") and auth.valid("other")
     assert not auth.valid("tok€") and not auth.valid("") and not auth.valid("to")
+
+
+def test_an_open_event_stream_does_not_hold_up_the_servers_shutdown(tmp_path: Path) -> None:
+    import socket as socket_module
+
+    proc, lines = _start(["demo", "--store", "memory://", "--serve", "--port", "0"], tmp_path)
+    try:
+        url = lines[-1].split()[1]
+        port = int(url.split(":")[2].split("/")[0])
+        stream = socket_module.create_connection(("127.0.0.1", port), timeout=10)
+        stream.sendall(b"GET /flows/api/events/stream HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n")
+        assert stream.recv(4096).startswith(b"HTTP/1.1 200")  # the stream is open
+        started = time.monotonic()
+    finally:
+        _stop(proc)  # exit code 0, no traceback
+    took = time.monotonic() - started
+    assert took < 5, f"shutting down took {took:.1f}s with a dashboard open"
+    assert proc.stderr is not None
+    stream.close()
