@@ -41,7 +41,7 @@ except ImportError as exc:
 
 from .._status import FINAL_STEP_STATUSES, RunStatus, StepStatus
 from ..exceptions import SchemaVersionError, StoreError, StoreUnavailableError
-from . import sql
+from . import _pgbatch, sql
 from ._batch import StepState, Txn, apply_ops
 from ._rows import (
     RUN_STATUS,
@@ -609,7 +609,9 @@ class PostgresStore(Store):
             # Pipeline mode: BEGIN, the run locks and every statement whose result is not read go out
             # without waiting, and COMMIT shares the round trip that ends the pipeline. (BEGIN and
             # COMMIT are plain statements: psycopg's transaction() adds a round trip in a pipeline.)
-            attempt, reconnected = 0, False
+            # The common ops take the fast path (_pgbatch: rows read once, changes written set-based); a batch
+            # with any other op, or one the fast path gives up on, is applied statement by statement.
+            attempt, reconnected, fast = 0, False, _pgbatch.eligible(ops)
             while True:
                 attempt += 1
                 conn = self._writer_conn()
@@ -617,11 +619,17 @@ class PostgresStore(Store):
                 try:
                     with conn.pipeline(), conn.cursor() as cur:
                         cur.execute(b"BEGIN")
-                        if runs:
-                            cur.execute(_LOCK_RUNS, (runs,))
-                        tx = _PgTxn(cur)
-                        results = apply_ops(tx, ops)
-                        tx.flush()
+                        if fast:
+                            cached = _pgbatch.CachedTxn(conn)
+                            cached.load(ops)
+                            results = apply_ops(cached, ops)
+                            cached.write(cur)
+                        else:
+                            if runs:
+                                cur.execute(_LOCK_RUNS, (runs,))
+                            tx = _PgTxn(cur)
+                            results = apply_ops(tx, ops)
+                            tx.flush()
                         committing = True
                         cur.execute(b"COMMIT")
                     return results
@@ -631,6 +639,12 @@ class PostgresStore(Store):
                         # failed pipeline; the error that got us here is the one to report.
                         with contextlib.suppress(psycopg.Error):
                             conn.rollback()
+                    if fast and (isinstance(exc, _pgbatch.Fallback) or (isinstance(exc, psycopg.Error) and not conn.broken)):
+                        # Whatever stopped the fast path (an op it leaves to the ordinary path, or an error), the
+                        # ordinary path applies the batch again from scratch, and reports a real error itself.
+                        fast = False
+                        attempt -= 1
+                        continue
                     if not isinstance(exc, psycopg.Error):
                         raise
                     if conn.broken:

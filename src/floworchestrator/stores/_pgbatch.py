@@ -1,0 +1,577 @@
+"""PostgreSQL's fast path for the common batch: the whole batch in two round trips.
+
+The ordinary path (:class:`floworchestrator.stores.postgres._PgTxn`) sends one
+statement per primitive per op, so the writer thread's CPU grows with the
+batch. This path applies the same algorithm (:func:`._batch.apply_ops`) to a
+copy of the rows in memory instead, and writes the result back set-based:
+
+1. ``BEGIN``; lock the batch's runs (in run id order, as the ordinary path
+   does) and read them; read the step rows the batch's ops are known to need
+   (each op's step, its successors, their predecessors when few, the outputs
+   a claim will hand over, and every step of a run the batch may finish);
+   read the flows of the runs started. One round trip.
+2. Run the algorithm against those rows. A row it needs that was not read is
+   read then (one more round trip; rare).
+3. Write what changed with one statement per table (``unnest`` of arrays, one
+   array per column): new runs and steps, changed runs and steps, dispatch
+   ledger rows, attempts and events; ``COMMIT``. One round trip.
+
+Every writer locks a run's row before it reads or writes the run's steps, so
+while the batch holds its locks the rows it read cannot change under it.
+
+Dispatch ledger rows are inserted without ``ON CONFLICT``: the algorithm
+queues a step only at a generation above the step's current one, which no
+ledger row can have (a step's generation is the highest it was queued at).
+Should that ever not hold, the insert fails and the batch is applied again the
+ordinary way. The same happens (:class:`Fallback`) for ops this path does not
+handle — signals, ForEach, idempotency keys, cron fires, cancel, retry,
+reconcile, lease changes — so those keep exactly the ordinary path's
+behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from .._status import FINAL_STEP_STATUSES, RunStatus, StepStatus
+from ._batch import StepState, Txn, apply_ops
+from ._rows import RUN_STATUS, STEP_STATUS, dt, ts
+from .base import Claim, Complete, ExpireLease, ExtendLeases, Grant, Op, Result, Signal, StartRun
+
+Row = tuple[Any, ...]
+Conn = psycopg.Connection[Row]
+Cursor = psycopg.Cursor[Row]
+
+_FINAL = FINAL_STEP_STATUSES
+#: A successor's predecessors are read up front only if it has at most this many (a join of many
+#: steps is read when it becomes ready, once, rather than with every completion of its run).
+_FEW_PREDS = 8
+
+_STEP_COLUMNS = """s.run_id, s.step_key, s.status, s.waiting, s.generation, s.queued, s.attempts, s.attempt_base,
+    s.owner, s.lease_until, s.not_before, s.queued_at, s.started_at, s.finished_at, s.first_started_at,
+    s.waiting_signal, s.loop_item"""
+
+# Lock the batch's runs in one order for every writer (ORDER BY locks rows as it returns them) and read them.
+_LOCK_RUNS = """
+SELECT run_id, status, open_steps, flow_id, manifest_id, trigger_key, trigger_body, trigger_headers
+FROM fo_runs WHERE run_id = ANY(%s::text[]) ORDER BY run_id FOR UPDATE
+"""
+# Named step rows; with h, also their output and error.
+_LOAD_STEPS = f"""
+SELECT {_STEP_COLUMNS}, u.h, CASE WHEN u.h THEN s.output END, CASE WHEN u.h THEN s.error END
+FROM unnest(%s::text[], %s::text[], %s::boolean[]) AS u(r, k, h)
+JOIN fo_steps s ON s.run_id = u.r AND s.step_key = u.k
+"""
+# Every step of the runs with at most c open steps (the batch may finish them).
+_LOAD_RUNS_STEPS = f"""
+SELECT {_STEP_COLUMNS}, false, NULL, NULL
+FROM unnest(%s::text[], %s::integer[]) AS u(r, c)
+JOIN fo_runs r ON r.run_id = u.r AND r.open_steps <= u.c
+JOIN fo_steps s ON s.run_id = u.r
+"""
+_LOAD_RUN_STEPS = f"SELECT {_STEP_COLUMNS}, false, NULL, NULL FROM fo_steps s WHERE s.run_id = %s"
+_LOAD_FLOWS = "SELECT flow_id, enabled FROM fo_flows WHERE flow_id = ANY(%s::text[])"
+
+_INSERT_RUNS = """
+INSERT INTO fo_runs (run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_headers,
+    idempotency_key, open_steps, created_at, finished_at, deadline)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+    %s::text[], %s::integer[], %s::double precision[], %s::double precision[], %s::double precision[])
+"""
+_UPDATE_RUNS = """
+UPDATE fo_runs r SET status = u.st, open_steps = u.n, finished_at = u.f
+FROM unnest(%s::text[], %s::text[], %s::integer[], %s::double precision[]) AS u(id, st, n, f)
+WHERE r.run_id = u.id
+"""
+_INSERT_STEPS = """
+INSERT INTO fo_steps (run_id, step_key, seq, status, waiting, generation, queued, attempts, owner, lease_until,
+    not_before, queued_at, started_at, finished_at, first_started_at, output, error, inputs, trace)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::integer[], %s::text[], %s::integer[], %s::integer[], %s::boolean[],
+    %s::integer[], %s::text[], %s::double precision[], %s::double precision[], %s::double precision[],
+    %s::double precision[], %s::double precision[], %s::double precision[], %s::text[], %s::text[], %s::text[],
+    %s::text[])
+"""
+# Changed steps: every column the fast path may change; output, error, inputs and trace only where the
+# step finished (fin), so they need not be read.
+_UPDATE_STEPS = """
+UPDATE fo_steps s SET status = u.st, waiting = u.w, generation = u.g, queued = u.q, attempts = u.a, owner = u.o,
+    lease_until = u.lu, not_before = u.nb, queued_at = u.qa, started_at = u.sa, finished_at = u.fa,
+    first_started_at = u.fs, waiting_signal = u.ws,
+    output = CASE WHEN u.fin THEN u.out ELSE s.output END, error = CASE WHEN u.fin THEN u.err ELSE s.error END,
+    inputs = CASE WHEN u.fin THEN u.inp ELSE s.inputs END, trace = CASE WHEN u.fin THEN u.tr ELSE s.trace END
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::integer[], %s::integer[], %s::boolean[], %s::integer[],
+    %s::text[], %s::double precision[], %s::double precision[], %s::double precision[], %s::double precision[],
+    %s::double precision[], %s::double precision[], %s::text[], %s::boolean[], %s::text[], %s::text[], %s::text[],
+    %s::text[]) AS u(r, k, st, w, g, q, a, o, lu, nb, qa, sa, fa, fs, ws, fin, out, err, inp, tr)
+WHERE s.run_id = u.r AND s.step_key = u.k
+"""
+# No ON CONFLICT: a conflict means the batch's idea of the ledger was wrong (see the module docstring).
+_INSERT_DISPATCHES = """
+INSERT INTO fo_dispatches (run_id, step_key, generation, dispatched_at)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::integer[], %s::double precision[])
+"""
+_INSERT_ATTEMPTS = """
+INSERT INTO fo_attempts (run_id, step_key, attempt, generation, status, owner, started_at, finished_at, error)
+SELECT r, k, a, g, st, o, s, f, e FROM unnest(%s::text[], %s::text[], %s::integer[], %s::integer[], %s::text[], %s::text[],
+    %s::double precision[], %s::double precision[], %s::text[]) WITH ORDINALITY AS t(r, k, a, g, st, o, s, f, e, i) ORDER BY i
+"""
+_INSERT_EVENTS = """
+INSERT INTO fo_events (run_id, step_key, kind, data, at)
+SELECT r, k, kind, d, at FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::double precision[])
+    WITH ORDINALITY AS t(r, k, kind, d, at, i) ORDER BY i
+"""
+
+
+class Fallback(Exception):
+    """The batch needs what the fast path does not do; apply it the ordinary way."""
+
+
+def eligible(ops: Sequence[Op]) -> bool:
+    """True if every op is of a kind the fast path applies (the rest go the ordinary way)."""
+    for op in ops:
+        if isinstance(op, Complete):
+            if op.loop is not None or op.park is not None or op.consume_signal is not None or op.graph.loops:
+                return False
+        elif isinstance(op, Claim):
+            if op.signal is not None:
+                return False
+        elif isinstance(op, StartRun):
+            if op.idempotency_key is not None or op.cron_fire is not None:
+                return False
+        else:
+            return False
+    return True
+
+
+class _Step:
+    """A step row as the batch sees it."""
+
+    __slots__ = ("attempt_base", "attempts", "dirty", "error", "fin", "finished_at", "first_started_at", "generation",
+                 "heavy", "inputs", "lease_until", "loop_item", "not_before", "output", "owner", "queued", "queued_at",
+                 "seq", "started_at", "status", "trace", "waiting", "waiting_signal")
+
+    def __init__(self, r: Row) -> None:
+        (_, _, self.status, self.waiting, self.generation, self.queued, self.attempts, self.attempt_base, self.owner,
+         self.lease_until, self.not_before, self.queued_at, self.started_at, self.finished_at, self.first_started_at,
+         self.waiting_signal, self.loop_item, self.heavy, self.output, self.error) = r
+        self.inputs: str | None = None
+        self.trace: str | None = None
+        self.fin = False  # output, error, inputs and trace were set by this batch
+        self.dirty = False
+        self.seq = 0
+
+
+class _Run:
+    """A run row as the batch sees it, with the step rows read so far."""
+
+    __slots__ = ("absent", "created_at", "deadline", "dirty", "finished_at", "flow_id", "full", "headers", "idempotency_key",
+                 "manifest_id", "new", "open", "run_id", "status", "steps", "trigger_body", "trigger_key")
+
+    def __init__(self, run_id: str, status: str, open_steps: int, flow_id: str, manifest_id: str, trigger_key: str,
+                 body: str, headers: str) -> None:
+        self.run_id, self.status, self.open, self.flow_id = run_id, status, open_steps, flow_id
+        self.manifest_id, self.trigger_key, self.trigger_body, self.headers = manifest_id, trigger_key, body, headers
+        self.steps: dict[str, _Step] = {}
+        self.absent: set[str] = set()  # keys read and not found
+        self.full = False  # every step row is in ``steps``
+        self.new = False
+        self.dirty = False
+        self.finished_at: float | None = None
+        self.idempotency_key: str | None = None
+        self.created_at = 0.0
+        self.deadline: float | None = None
+
+
+def _default_state(seq: int, waiting: int) -> _Step:
+    s = _Step(("", "", "Pending", waiting, 0, False, 0, 0, None, None, None, None, None, None, None, None, None, True,
+               None, None))
+    s.seq = seq
+    return s
+
+
+class CachedTxn(Txn):
+    """The primitives over rows held in memory; :meth:`write` sends the changes."""
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+        self.runs: dict[str, _Run] = {}
+        self.flows: dict[str, bool] = {}
+        self.dispatches: list[tuple[str, str, int, float]] = []
+        self.attempts: list[tuple[Any, ...]] = []
+        self.events: list[tuple[Any, ...]] = []
+
+    # -- reading ---------------------------------------------------------------
+
+    def load(self, ops: Sequence[Op]) -> None:
+        """Lock and read what ``ops`` are known to need (one round trip)."""
+        run_ids: set[str] = set()
+        want: dict[tuple[str, str], bool] = {}  # (run, key) -> with output
+        finishing: dict[str, int] = {}
+        flows: set[str] = set()
+        for op in ops:
+            if isinstance(op, Complete):
+                run, key = op.run_id, op.step_key
+                run_ids.add(run)
+                want.setdefault((run, key), False)
+                if op.status in _FINAL:
+                    finishing[run] = finishing.get(run, 0) + 1
+                    graph = op.graph
+                    fold = op.fold_wants if op.fold_lease_until is not None else None
+                    for s in graph.succs_of(key):
+                        want.setdefault((run, s), False)
+                        preds = graph.preds_of(s)
+                        if len(preds) <= _FEW_PREDS:
+                            for p in preds:
+                                want.setdefault((run, p), False)
+                        if fold:
+                            for w in fold.get(s, ()):
+                                want[(run, w)] = True
+            elif isinstance(op, Claim):
+                run_ids.add(op.run_id)
+                want.setdefault((op.run_id, op.step_key), False)
+                for w in op.want_outputs:
+                    want[(op.run_id, w)] = True
+            elif isinstance(op, StartRun):
+                flows.add(op.flow_id)
+        conn = self.conn
+        ordered = sorted(run_ids)
+        run_cur = conn.cursor().execute(_LOCK_RUNS, (ordered,)) if ordered else None
+        step_cur = full_cur = flow_cur = None
+        if want:
+            rs, ks, hs = [], [], []
+            for (r, k), h in want.items():
+                rs.append(r)
+                ks.append(k)
+                hs.append(h)
+            step_cur = conn.cursor().execute(_LOAD_STEPS, (rs, ks, hs))
+        if finishing:
+            full_cur = conn.cursor().execute(_LOAD_RUNS_STEPS, (list(finishing), list(finishing.values())))
+        if flows:
+            flow_cur = conn.cursor().execute(_LOAD_FLOWS, (list(flows),))
+        if run_cur is not None:
+            for row in run_cur.fetchall():
+                self.runs[row[0]] = _Run(*row)
+        if step_cur is not None:
+            self._add(step_cur.fetchall())
+            for r, k in want:
+                got = self.runs.get(r)
+                if got is not None and k not in got.steps:
+                    got.absent.add(k)
+        if full_cur is not None:
+            self._add(full_cur.fetchall())
+            for r, n in finishing.items():
+                got = self.runs.get(r)
+                if got is not None and got.open <= n:
+                    got.full = True
+        if flow_cur is not None:
+            self.flows.update((f, bool(e)) for f, e in flow_cur.fetchall())
+
+    def _add(self, rows: Iterable[Row]) -> None:
+        runs = self.runs
+        for r in rows:
+            run = runs.get(r[0])
+            if run is not None and r[1] not in run.steps:
+                run.steps[r[1]] = _Step(r)
+
+    def _steps(self, run: _Run, keys: Iterable[str]) -> dict[str, _Step]:
+        """The rows of those of ``keys`` that exist, reading the ones not read yet."""
+        steps = run.steps
+        missing = [k for k in keys if k not in steps and k not in run.absent]
+        if missing and not run.full:
+            missing = list(dict.fromkeys(missing))
+            rows = self.conn.cursor().execute(_LOAD_STEPS, ([run.run_id] * len(missing), missing, [False] * len(missing)))
+            self._add(rows.fetchall())
+            run.absent.update(k for k in missing if k not in steps)
+        return steps
+
+    def _all_steps(self, run: _Run) -> dict[str, _Step]:
+        if not run.full:
+            self._add(self.conn.cursor().execute(_LOAD_RUN_STEPS, (run.run_id,)).fetchall())
+            run.full = True
+        return run.steps
+
+    def _step(self, run: _Run, key: str) -> _Step | None:
+        s = run.steps.get(key)
+        if s is None and key not in run.absent:
+            s = self._steps(run, (key,)).get(key)
+        return s
+
+    def _outputs(self, run: _Run, keys: Sequence[str]) -> dict[str, tuple[StepStatus, str | None, str | None]]:
+        steps = self._steps(run, keys)
+        need = [k for k in keys if k in steps and not steps[k].heavy]
+        if need:
+            rows = self.conn.cursor().execute(_LOAD_STEPS, ([run.run_id] * len(need), need, [True] * len(need)))
+            for r in rows.fetchall():
+                s = steps[r[1]]
+                s.heavy, s.output, s.error = True, r[18], r[19]
+        return {k: (STEP_STATUS[steps[k].status], steps[k].output, steps[k].error) for k in keys if k in steps}
+
+    # -- primitives --------------------------------------------------------------
+
+    def flow_enabled(self, flow_id: str) -> bool:
+        if flow_id not in self.flows:
+            row = self.conn.cursor().execute(_LOAD_FLOWS, ([flow_id],)).fetchone()
+            self.flows[flow_id] = bool(row and row[1])
+        return self.flows[flow_id]
+
+    def find_run_by_key(self, flow_id: str, key: str) -> str | None:
+        raise Fallback
+
+    def insert_run(self, op: StartRun) -> None:
+        if op.run_id in self.runs:
+            raise Fallback  # a duplicate: the ordinary path reports it
+        run = _Run(op.run_id, "Running", len(op.step_keys), op.flow_id, op.manifest_id, op.trigger_key, op.body_json,
+                   op.headers_json)
+        run.new = run.full = True
+        run.idempotency_key = op.idempotency_key
+        run.created_at = ts(op.now)
+        run.deadline = None if op.deadline is None else ts(op.deadline)
+        run.steps = {k: _default_state(i, w) for i, (k, w) in enumerate(zip(op.step_keys, op.waiting, strict=True))}
+        self.runs[op.run_id] = run
+
+    def run_status(self, run_id: str) -> RunStatus | None:
+        run = self.runs.get(run_id)
+        return None if run is None else RUN_STATUS[run.status]
+
+    def run_flow(self, run_id: str) -> str:
+        return self.runs[run_id].flow_id
+
+    def load_steps(self, run_id: str) -> dict[str, StepState]:
+        run = self.runs.get(run_id)
+        if run is None:
+            return {}
+        return {k: StepState(STEP_STATUS[s.status], s.generation, s.queued, s.waiting_signal is not None)
+                for k, s in self._all_steps(run).items()}
+
+    def load_statuses(self, run_id: str, keys: Iterable[str]) -> dict[str, StepStatus]:
+        run = self.runs.get(run_id)
+        if run is None:
+            return {}
+        keys = list(keys)
+        steps = self._steps(run, keys)
+        return {k: STEP_STATUS[steps[k].status] for k in keys if k in steps}
+
+    def release(self, run_id: str, keys: Sequence[str]) -> dict[str, int]:
+        run = self.runs.get(run_id)
+        if run is None:
+            return {}
+        steps = self._steps(run, keys)
+        out: dict[str, int] = {}
+        for k in keys:
+            s = steps.get(k)
+            if s is not None:
+                s.waiting -= 1
+                s.dirty = True
+        for k in keys:
+            s = steps.get(k)
+            if s is not None and s.waiting == 0 and s.status == "Pending" and not s.queued:
+                out[k] = s.generation
+        return out
+
+    def close(self, run_id: str, n: int) -> int:
+        run = self.runs.get(run_id)
+        if run is None:
+            return 0
+        if n:
+            run.open -= n
+            run.dirty = True
+        return run.open
+
+    def set_counters(self, run_id: str, open_steps: int, waiting: Mapping[str, int]) -> None:
+        run = self.runs.get(run_id)
+        if run is None:
+            return
+        run.open, run.dirty = open_steps, True
+        steps = self._steps(run, waiting)
+        for k, w in waiting.items():
+            s = steps.get(k)
+            if s is not None:
+                s.waiting, s.dirty = w, True
+
+    def queue(
+        self, run_id: str, items: Sequence[tuple[str, int]], not_before: datetime | None, now: datetime
+    ) -> list[tuple[str, int]]:
+        run = self.runs.get(run_id)
+        if run is None:
+            raise Fallback
+        steps = self._steps(run, [k for k, _ in items])
+        t, nb = ts(now), None if not_before is None else ts(not_before)
+        for key, gen in items:
+            s = steps.get(key)
+            if s is None or gen <= s.generation:
+                raise Fallback  # whether the ledger has that row is not known here
+            s.status, s.queued, s.generation, s.not_before, s.queued_at, s.dirty = "Pending", True, gen, nb, t, True
+            self.dispatches.append((run_id, key, gen, t))
+        return list(items)
+
+    def claim(self, op: Claim) -> Grant | None:
+        run = self.runs.get(op.run_id)
+        if run is None or run.status != "Running":
+            return None
+        s = self._step(run, op.step_key)
+        t = ts(op.now)
+        if (s is None or s.status != "Pending" or not s.queued or s.generation != op.generation
+                or (s.not_before is not None and s.not_before > t)):
+            return None
+        if s.waiting_signal is not None:
+            raise Fallback
+        s.status, s.queued, s.owner, s.lease_until, s.started_at = "Running", False, op.owner, ts(op.lease_until), t
+        s.attempts += 1
+        if s.first_started_at is None:
+            s.first_started_at = t
+        s.dirty = True
+        outputs = self._outputs(run, op.want_outputs) if op.want_outputs else {}
+        return Grant(s.attempts - s.attempt_base, run.manifest_id, run.trigger_key, run.trigger_body, run.headers, outputs,
+                     dt(s.first_started_at), None, s.loop_item)
+
+    def finish_step(self, op: Complete, attempt_status: StepStatus) -> bool:
+        run = self.runs.get(op.run_id)
+        if run is None:
+            return False
+        s = self._step(run, op.step_key)
+        if s is None or s.status != "Running" or s.generation != op.generation or s.owner != op.owner:
+            return False
+        t = ts(op.now)
+        s.status, s.owner, s.lease_until, s.waiting_signal = op.status.value, None, None, None
+        s.output, s.error, s.inputs, s.trace = op.output_json, op.error, op.inputs_json, op.trace_json
+        s.finished_at = t if op.status in _FINAL else None
+        s.heavy = s.fin = s.dirty = True
+        self.attempts.append(
+            (op.run_id, op.step_key, s.attempts, op.generation, attempt_status.value, op.owner, ts(op.started_at), t, op.error)
+        )
+        return True
+
+    def set_steps(self, run_id: str, keys: Iterable[str], status: StepStatus, now: datetime, *, reset: bool = False) -> None:
+        if reset:
+            raise Fallback
+        run = self.runs.get(run_id)
+        if run is None:
+            return
+        keys = list(keys)
+        steps = self._steps(run, keys)
+        fin = ts(now) if status in _FINAL else None
+        for k in keys:
+            s = steps.get(k)
+            if s is not None:
+                s.status, s.queued, s.finished_at, s.dirty = status.value, False, fin, True
+
+    def finish_run(self, run_id: str, status: RunStatus, now: datetime) -> bool:
+        run = self.runs.get(run_id)
+        if run is None or run.status != "Running":
+            return False
+        run.status, run.finished_at, run.dirty = status.value, ts(now), True
+        return True
+
+    def event(self, run_id: str, step_key: str | None, kind: str, data: object, now: datetime) -> None:
+        self.events.append((run_id, step_key, kind, None if data is None else json.dumps(data), ts(now)))
+
+    # What the fast path leaves to the ordinary one (eligible() keeps such ops out; these are the backstop).
+
+    def reopen_run(self, run_id: str, deadline: datetime | None) -> None:
+        raise Fallback
+
+    def take_back(self, op: ExpireLease, status: StepStatus, error: str) -> bool:
+        raise Fallback
+
+    def extend_leases(self, op: ExtendLeases) -> None:
+        raise Fallback
+
+    def record_fire(self, flow_id: str, trigger: str, fire_time: datetime, run_id: str) -> str | None:
+        raise Fallback
+
+    def insert_signal(self, op: Signal) -> int:
+        raise Fallback
+
+    def has_signal(self, run_id: str, name: str) -> bool:
+        raise Fallback
+
+    def parked_steps(self, run_id: str, name: str) -> dict[str, int]:
+        raise Fallback
+
+    def park(self, run_id: str, key: str, name: str) -> None:
+        raise Fallback
+
+    def consume_signal(self, signal_id: int, step_key: str, now: datetime) -> None:
+        raise Fallback
+
+    def signal_available(self, signal_id: int) -> bool:
+        raise Fallback
+
+    def expand(self, op: Complete, child_keys: Sequence[str], waiting: Sequence[int], per_item: int, started: int) -> bool:
+        raise Fallback
+
+    def loop_item_done(self, run_id: str, parent: str) -> tuple[int | None, int | None]:
+        raise Fallback
+
+    def finish_loop(self, run_id: str, parent: str, status: StepStatus, output_json: str, error: str | None, now: datetime) -> None:
+        raise Fallback
+
+    def load_outputs(self, run_id: str, keys: Sequence[str]) -> dict[str, tuple[StepStatus, str | None, str | None]]:
+        raise Fallback
+
+    def delete_children(self, run_id: str, parent: str) -> None:
+        raise Fallback
+
+    # -- writing -----------------------------------------------------------------
+
+    def write(self, cur: Cursor) -> None:
+        """Send every change (the caller commits); nothing is read back."""
+        new_runs: list[_Run] = []
+        runs_up: list[_Run] = []
+        new_steps: list[tuple[str, str, _Step]] = []
+        steps_up: list[tuple[str, str, _Step]] = []
+        for run in self.runs.values():
+            if run.new:
+                new_runs.append(run)
+                new_steps.extend((run.run_id, k, s) for k, s in run.steps.items())
+                continue
+            if run.dirty:
+                runs_up.append(run)
+            steps_up.extend((run.run_id, k, s) for k, s in run.steps.items() if s.dirty)
+        if new_runs:
+            cur.execute(_INSERT_RUNS, _columns(
+                (r.run_id, r.flow_id, r.status, r.manifest_id, r.trigger_key, r.trigger_body, r.headers, r.idempotency_key,
+                 r.open, r.created_at, r.finished_at, r.deadline) for r in new_runs))
+        if new_steps:
+            cur.execute(_INSERT_STEPS, _columns(
+                (r, k, s.seq, s.status, s.waiting, s.generation, s.queued, s.attempts, s.owner, s.lease_until, s.not_before,
+                 s.queued_at, s.started_at, s.finished_at, s.first_started_at, s.output, s.error, s.inputs, s.trace)
+                for r, k, s in new_steps))
+        if runs_up:
+            cur.execute(_UPDATE_RUNS, _columns((r.run_id, r.status, r.open, r.finished_at) for r in runs_up))
+        if steps_up:
+            cur.execute(_UPDATE_STEPS, _columns(
+                (r, k, s.status, s.waiting, s.generation, s.queued, s.attempts, s.owner, s.lease_until, s.not_before,
+                 s.queued_at, s.started_at, s.finished_at, s.first_started_at, s.waiting_signal, s.fin, s.output, s.error,
+                 s.inputs, s.trace) for r, k, s in steps_up))
+        if self.dispatches:
+            cur.execute(_INSERT_DISPATCHES, _columns(self.dispatches))
+        if self.attempts:
+            cur.execute(_INSERT_ATTEMPTS, _columns(self.attempts))
+        if self.events:
+            cur.execute(_INSERT_EVENTS, _columns(self.events))
+
+
+def _columns(rows: Iterable[Sequence[Any]]) -> list[list[Any]]:
+    """Rows to one list per column (the arrays ``unnest`` takes)."""
+    return [list(col) for col in zip(*rows, strict=True)]
+
+
+def apply_batch(conn: Conn, ops: Sequence[Op]) -> list[Result]:
+    """Apply ``ops`` (all :func:`eligible`) in one transaction on ``conn`` (autocommit, idle), committing it.
+
+    Raises :class:`Fallback` (after which the caller rolls back) if the batch needs the ordinary path.
+    """
+    tx = CachedTxn(conn)
+    with conn.pipeline(), conn.cursor() as cur:
+        cur.execute(b"BEGIN")
+        tx.load(ops)
+        results = apply_ops(tx, ops)
+        tx.write(cur)
+        cur.execute(b"COMMIT")
+    return results
