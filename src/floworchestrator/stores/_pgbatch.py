@@ -61,69 +61,71 @@ _LOCK_RUNS = """
 SELECT run_id, status, open_steps, flow_id, manifest_id, trigger_key, trigger_body, trigger_headers
 FROM fo_runs WHERE run_id = ANY(%s::text[]) ORDER BY run_id FOR UPDATE
 """
-# Named step rows; with h, also their output and error.
+# Step rows: the named ones (with h, also their output and error), and every step of the runs with at most c
+# open steps (the batch may finish them). Each input is a JSON array of rows (one text parameter: psycopg
+# dumps that far faster than an array per column).
 _LOAD_STEPS = f"""
-SELECT {_STEP_COLUMNS}, u.h, CASE WHEN u.h THEN s.output END, CASE WHEN u.h THEN s.error END
-FROM unnest(%s::text[], %s::text[], %s::boolean[]) AS u(r, k, h)
-JOIN fo_steps s ON s.run_id = u.r AND s.step_key = u.k
-"""
-# Every step of the runs with at most c open steps (the batch may finish them).
-_LOAD_RUNS_STEPS = f"""
+SELECT {_STEP_COLUMNS}, (u->>2)::boolean, CASE WHEN (u->>2)::boolean THEN s.output END,
+    CASE WHEN (u->>2)::boolean THEN s.error END
+FROM jsonb_array_elements(%s::jsonb) AS u
+JOIN fo_steps s ON s.run_id = u->>0 AND s.step_key = u->>1
+UNION ALL
 SELECT {_STEP_COLUMNS}, false, NULL, NULL
-FROM unnest(%s::text[], %s::integer[]) AS u(r, c)
-JOIN fo_runs r ON r.run_id = u.r AND r.open_steps <= u.c
-JOIN fo_steps s ON s.run_id = u.r
+FROM jsonb_array_elements(%s::jsonb) AS u
+JOIN fo_runs r ON r.run_id = u->>0 AND r.open_steps <= (u->>1)::integer
+JOIN fo_steps s ON s.run_id = r.run_id
 """
 _LOAD_RUN_STEPS = f"SELECT {_STEP_COLUMNS}, false, NULL, NULL FROM fo_steps s WHERE s.run_id = %s"
 _LOAD_FLOWS = "SELECT flow_id, enabled FROM fo_flows WHERE flow_id = ANY(%s::text[])"
 
-_INSERT_RUNS = """
-INSERT INTO fo_runs (run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_headers,
-    idempotency_key, open_steps, created_at, finished_at, deadline)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-    %s::text[], %s::integer[], %s::double precision[], %s::double precision[], %s::double precision[])
-"""
-_UPDATE_RUNS = """
-UPDATE fo_runs r SET status = u.st, open_steps = u.n, finished_at = u.f
-FROM unnest(%s::text[], %s::text[], %s::integer[], %s::double precision[]) AS u(id, st, n, f)
-WHERE r.run_id = u.id
-"""
-_INSERT_STEPS = """
-INSERT INTO fo_steps (run_id, step_key, seq, status, waiting, generation, queued, attempts, owner, lease_until,
-    not_before, queued_at, started_at, finished_at, first_started_at, output, error, inputs, trace)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::integer[], %s::text[], %s::integer[], %s::integer[], %s::boolean[],
-    %s::integer[], %s::text[], %s::double precision[], %s::double precision[], %s::double precision[],
-    %s::double precision[], %s::double precision[], %s::double precision[], %s::text[], %s::text[], %s::text[],
-    %s::text[])
-"""
-# Changed steps: every column the fast path may change; output, error, inputs and trace only where the
-# step finished (fin), so they need not be read.
-_UPDATE_STEPS = """
-UPDATE fo_steps s SET status = u.st, waiting = u.w, generation = u.g, queued = u.q, attempts = u.a, owner = u.o,
-    lease_until = u.lu, not_before = u.nb, queued_at = u.qa, started_at = u.sa, finished_at = u.fa,
-    first_started_at = u.fs, waiting_signal = u.ws,
-    output = CASE WHEN u.fin THEN u.out ELSE s.output END, error = CASE WHEN u.fin THEN u.err ELSE s.error END,
-    inputs = CASE WHEN u.fin THEN u.inp ELSE s.inputs END, trace = CASE WHEN u.fin THEN u.tr ELSE s.trace END
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::integer[], %s::integer[], %s::boolean[], %s::integer[],
-    %s::text[], %s::double precision[], %s::double precision[], %s::double precision[], %s::double precision[],
-    %s::double precision[], %s::double precision[], %s::text[], %s::boolean[], %s::text[], %s::text[], %s::text[],
-    %s::text[]) AS u(r, k, st, w, g, q, a, o, lu, nb, qa, sa, fa, fs, ws, fin, out, err, inp, tr)
-WHERE s.run_id = u.r AND s.step_key = u.k
-"""
-# No ON CONFLICT: a conflict means the batch's idea of the ledger was wrong (see the module docstring).
-_INSERT_DISPATCHES = """
-INSERT INTO fo_dispatches (run_id, step_key, generation, dispatched_at)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::integer[], %s::double precision[])
-"""
-_INSERT_ATTEMPTS = """
-INSERT INTO fo_attempts (run_id, step_key, attempt, generation, status, owner, started_at, finished_at, error)
-SELECT r, k, a, g, st, o, s, f, e FROM unnest(%s::text[], %s::text[], %s::integer[], %s::integer[], %s::text[], %s::text[],
-    %s::double precision[], %s::double precision[], %s::text[]) WITH ORDINALITY AS t(r, k, a, g, st, o, s, f, e, i) ORDER BY i
-"""
-_INSERT_EVENTS = """
+# Everything a batch changed, in one statement: each part is a JSON array of rows (or empty). The parts touch
+# different rows (new runs and steps are not among the changed ones), so the order they run in does not matter;
+# attempts and events are inserted in the order they were recorded (their ids are that order).
+_WRITE = """
+WITH new_runs AS (
+    INSERT INTO fo_runs (run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_headers,
+        idempotency_key, open_steps, created_at, finished_at, deadline)
+    SELECT e->>0, e->>1, e->>2, e->>3, e->>4, e->>5, e->>6, e->>7, (e->>8)::integer, (e->>9)::double precision,
+        (e->>10)::double precision, (e->>11)::double precision
+    FROM jsonb_array_elements(%(new_runs)s::jsonb) AS e
+), new_steps AS (
+    INSERT INTO fo_steps (run_id, step_key, seq, status, waiting, generation, queued, attempts, owner, lease_until,
+        not_before, queued_at, started_at, finished_at, first_started_at, output, error, inputs, trace)
+    SELECT e->>0, e->>1, (e->>2)::integer, e->>3, (e->>4)::integer, (e->>5)::integer, (e->>6)::boolean,
+        (e->>7)::integer, e->>8, (e->>9)::double precision, (e->>10)::double precision, (e->>11)::double precision,
+        (e->>12)::double precision, (e->>13)::double precision, (e->>14)::double precision, e->>15, e->>16, e->>17,
+        e->>18
+    FROM jsonb_array_elements(%(new_steps)s::jsonb) AS e
+), runs AS (
+    UPDATE fo_runs r SET status = e->>1, open_steps = (e->>2)::integer, finished_at = (e->>3)::double precision
+    FROM jsonb_array_elements(%(runs)s::jsonb) AS e
+    WHERE r.run_id = e->>0
+), steps AS (
+    -- Every column the fast path may change; output, error, inputs and trace only where the step finished (fin).
+    UPDATE fo_steps s SET status = e->>2, waiting = (e->>3)::integer, generation = (e->>4)::integer,
+        queued = (e->>5)::boolean, attempts = (e->>6)::integer, owner = e->>7, lease_until = (e->>8)::double precision,
+        not_before = (e->>9)::double precision, queued_at = (e->>10)::double precision,
+        started_at = (e->>11)::double precision, finished_at = (e->>12)::double precision,
+        first_started_at = (e->>13)::double precision, waiting_signal = e->>14,
+        output = CASE WHEN (e->>15)::boolean THEN e->>16 ELSE s.output END,
+        error = CASE WHEN (e->>15)::boolean THEN e->>17 ELSE s.error END,
+        inputs = CASE WHEN (e->>15)::boolean THEN e->>18 ELSE s.inputs END,
+        trace = CASE WHEN (e->>15)::boolean THEN e->>19 ELSE s.trace END
+    FROM jsonb_array_elements(%(steps)s::jsonb) AS e
+    WHERE s.run_id = e->>0 AND s.step_key = e->>1
+), dispatches AS (
+    -- No ON CONFLICT: a conflict means the batch's idea of the ledger was wrong (see the module docstring).
+    INSERT INTO fo_dispatches (run_id, step_key, generation, dispatched_at)
+    SELECT e->>0, e->>1, (e->>2)::integer, (e->>3)::double precision FROM jsonb_array_elements(%(dispatches)s::jsonb) AS e
+), attempts AS (
+    INSERT INTO fo_attempts (run_id, step_key, attempt, generation, status, owner, started_at, finished_at, error)
+    SELECT e->>0, e->>1, (e->>2)::integer, (e->>3)::integer, e->>4, e->>5, (e->>6)::double precision,
+        (e->>7)::double precision, e->>8
+    FROM jsonb_array_elements(%(attempts)s::jsonb) WITH ORDINALITY AS t(e, i) ORDER BY i
+)
 INSERT INTO fo_events (run_id, step_key, kind, data, at)
-SELECT r, k, kind, d, at FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::double precision[])
-    WITH ORDINALITY AS t(r, k, kind, d, at, i) ORDER BY i
+SELECT e->>0, e->>1, e->>2, e->>3, (e->>4)::double precision
+FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS t(e, i) ORDER BY i
 """
 
 
@@ -241,16 +243,10 @@ class CachedTxn(Txn):
         conn = self.conn
         ordered = sorted(run_ids)
         run_cur = conn.cursor().execute(_LOCK_RUNS, (ordered,)) if ordered else None
-        step_cur = full_cur = flow_cur = None
-        if want:
-            rs, ks, hs = [], [], []
-            for (r, k), h in want.items():
-                rs.append(r)
-                ks.append(k)
-                hs.append(h)
-            step_cur = conn.cursor().execute(_LOAD_STEPS, (rs, ks, hs))
-        if finishing:
-            full_cur = conn.cursor().execute(_LOAD_RUNS_STEPS, (list(finishing), list(finishing.values())))
+        step_cur = flow_cur = None
+        if want or finishing:
+            named = _json([(r, k, h) for (r, k), h in want.items()])
+            step_cur = conn.cursor().execute(_LOAD_STEPS, (named, _json(finishing.items())))
         if flows:
             flow_cur = conn.cursor().execute(_LOAD_FLOWS, (list(flows),))
         if run_cur is not None:
@@ -262,8 +258,6 @@ class CachedTxn(Txn):
                 got = self.runs.get(r)
                 if got is not None and k not in got.steps:
                     got.absent.add(k)
-        if full_cur is not None:
-            self._add(full_cur.fetchall())
             for r, n in finishing.items():
                 got = self.runs.get(r)
                 if got is not None and got.open <= n:
@@ -284,7 +278,7 @@ class CachedTxn(Txn):
         missing = [k for k in keys if k not in steps and k not in run.absent]
         if missing and not run.full:
             missing = list(dict.fromkeys(missing))
-            rows = self.conn.cursor().execute(_LOAD_STEPS, ([run.run_id] * len(missing), missing, [False] * len(missing)))
+            rows = self.conn.cursor().execute(_LOAD_STEPS, (_json([(run.run_id, k, False) for k in missing]), "[]"))
             self._add(rows.fetchall())
             run.absent.update(k for k in missing if k not in steps)
         return steps
@@ -305,7 +299,7 @@ class CachedTxn(Txn):
         steps = self._steps(run, keys)
         need = [k for k in keys if k in steps and not steps[k].heavy]
         if need:
-            rows = self.conn.cursor().execute(_LOAD_STEPS, ([run.run_id] * len(need), need, [True] * len(need)))
+            rows = self.conn.cursor().execute(_LOAD_STEPS, (_json([(run.run_id, k, True) for k in need]), "[]"))
             for r in rows.fetchall():
                 s = steps[r[1]]
                 s.heavy, s.output, s.error = True, r[18], r[19]
@@ -521,45 +515,35 @@ class CachedTxn(Txn):
 
     def write(self, cur: Cursor) -> None:
         """Send every change (the caller commits); nothing is read back."""
-        new_runs: list[_Run] = []
-        runs_up: list[_Run] = []
-        new_steps: list[tuple[str, str, _Step]] = []
-        steps_up: list[tuple[str, str, _Step]] = []
-        for run in self.runs.values():
-            if run.new:
-                new_runs.append(run)
-                new_steps.extend((run.run_id, k, s) for k, s in run.steps.items())
+        new_runs: list[tuple[Any, ...]] = []
+        new_steps: list[tuple[Any, ...]] = []
+        runs: list[tuple[Any, ...]] = []
+        steps: list[tuple[Any, ...]] = []
+        for r in self.runs.values():
+            rid = r.run_id
+            if r.new:
+                new_runs.append((rid, r.flow_id, r.status, r.manifest_id, r.trigger_key, r.trigger_body, r.headers,
+                                 r.idempotency_key, r.open, r.created_at, r.finished_at, r.deadline))
+                new_steps.extend(
+                    (rid, k, s.seq, s.status, s.waiting, s.generation, s.queued, s.attempts, s.owner, s.lease_until,
+                     s.not_before, s.queued_at, s.started_at, s.finished_at, s.first_started_at, s.output, s.error,
+                     s.inputs, s.trace) for k, s in r.steps.items())
                 continue
-            if run.dirty:
-                runs_up.append(run)
-            steps_up.extend((run.run_id, k, s) for k, s in run.steps.items() if s.dirty)
-        if new_runs:
-            cur.execute(_INSERT_RUNS, _columns(
-                (r.run_id, r.flow_id, r.status, r.manifest_id, r.trigger_key, r.trigger_body, r.headers, r.idempotency_key,
-                 r.open, r.created_at, r.finished_at, r.deadline) for r in new_runs))
-        if new_steps:
-            cur.execute(_INSERT_STEPS, _columns(
-                (r, k, s.seq, s.status, s.waiting, s.generation, s.queued, s.attempts, s.owner, s.lease_until, s.not_before,
-                 s.queued_at, s.started_at, s.finished_at, s.first_started_at, s.output, s.error, s.inputs, s.trace)
-                for r, k, s in new_steps))
-        if runs_up:
-            cur.execute(_UPDATE_RUNS, _columns((r.run_id, r.status, r.open, r.finished_at) for r in runs_up))
-        if steps_up:
-            cur.execute(_UPDATE_STEPS, _columns(
-                (r, k, s.status, s.waiting, s.generation, s.queued, s.attempts, s.owner, s.lease_until, s.not_before,
+            if r.dirty:
+                runs.append((rid, r.status, r.open, r.finished_at))
+            steps.extend(
+                (rid, k, s.status, s.waiting, s.generation, s.queued, s.attempts, s.owner, s.lease_until, s.not_before,
                  s.queued_at, s.started_at, s.finished_at, s.first_started_at, s.waiting_signal, s.fin, s.output, s.error,
-                 s.inputs, s.trace) for r, k, s in steps_up))
-        if self.dispatches:
-            cur.execute(_INSERT_DISPATCHES, _columns(self.dispatches))
-        if self.attempts:
-            cur.execute(_INSERT_ATTEMPTS, _columns(self.attempts))
-        if self.events:
-            cur.execute(_INSERT_EVENTS, _columns(self.events))
+                 s.inputs, s.trace) for k, s in r.steps.items() if s.dirty)
+        if new_runs or runs or steps or self.dispatches or self.attempts or self.events:
+            cur.execute(_WRITE, {"new_runs": _json(new_runs), "new_steps": _json(new_steps), "runs": _json(runs),
+                                 "steps": _json(steps), "dispatches": _json(self.dispatches),
+                                 "attempts": _json(self.attempts), "events": _json(self.events)})
 
 
-def _columns(rows: Iterable[Sequence[Any]]) -> list[list[Any]]:
-    """Rows to one list per column (the arrays ``unnest`` takes)."""
-    return [list(col) for col in zip(*rows, strict=True)]
+def _json(rows: Iterable[Sequence[Any]]) -> str:
+    """Rows as a JSON array of arrays (the SQL takes them apart with ``->>``)."""
+    return json.dumps(list(rows) if not isinstance(rows, list) else rows, separators=(",", ":"), allow_nan=False)
 
 
 def apply_batch(conn: Conn, ops: Sequence[Op]) -> list[Result]:

@@ -130,6 +130,19 @@ WITH d AS (
 SELECT step_key, generation FROM d
 """
 
+# A writer connection runs only batches, whose statements all look rows up by key, usually through a set of
+# rows given as a parameter (``unnest``, ``jsonb_array_elements``) that the planner takes for 10 or 100 rows
+# whatever its size. Against a table it believes small (fresh statistics, little history) it then prefers a
+# hash join over a sequential scan, which costs a scan of the whole table per batch. These settings keep it
+# on the indexes (a plan with no index to use still gets its scan) and off JIT compilation, which the
+# penalty given to disabled plans would otherwise trigger. Its statements are prepared, and planned once
+# (generic plans: with parameters like these a custom plan is no better, and planning is a good part of a
+# small batch's time).
+_WRITER_SETTINGS = (
+    b"SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off; SET jit = off;"
+    b" SET plan_cache_mode = force_generic_plan"
+)
+
 #: How many times a batch is tried when it fails in a way a new transaction may not.
 _ATTEMPTS = 5
 
@@ -476,6 +489,8 @@ class PostgresStore(Store):
         conn: Conn | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
             conn = psycopg.connect(self._conninfo, autocommit=True)
+            conn.execute(_WRITER_SETTINGS)
+            conn.prepare_threshold = 0  # a writer runs the same few statements over and over: prepare at first use
             self._local.conn = conn
             with self._lock:
                 self._conns = [c for c in self._conns if not c.closed]
