@@ -222,17 +222,7 @@ class CachedTxn(Txn):
                 want.setdefault((run, key), False)
                 if op.status in _FINAL:
                     finishing[run] = finishing.get(run, 0) + 1
-                    graph = op.graph
-                    fold = op.fold_wants if op.fold_lease_until is not None else None
-                    for s in graph.succs_of(key):
-                        want.setdefault((run, s), False)
-                        preds = graph.preds_of(s)
-                        if len(preds) <= _FEW_PREDS:
-                            for p in preds:
-                                want.setdefault((run, p), False)
-                        if fold:
-                            for w in fold.get(s, ()):
-                                want[(run, w)] = True
+                    self._want_next(op, want)
             elif isinstance(op, Claim):
                 run_ids.add(op.run_id)
                 want.setdefault((op.run_id, op.step_key), False)
@@ -265,12 +255,38 @@ class CachedTxn(Txn):
         if flow_cur is not None:
             self.flows.update((f, bool(e)) for f, e in flow_cur.fetchall())
 
+    @staticmethod
+    def _want_next(op: Complete, want: dict[tuple[str, str], bool]) -> None:
+        """Add what the completion will likely read: its successors, their predecessors if few, and the
+        outputs a folded claim of a successor hands over. Only a guess: whatever else is needed is read then."""
+        run, graph = op.run_id, op.graph
+        fold = op.fold_wants if op.fold_lease_until is not None else None
+        try:
+            for s in graph.succs_of(op.step_key):
+                want.setdefault((run, s), False)
+                preds = graph.preds_of(s)
+                if len(preds) <= _FEW_PREDS:
+                    for p in preds:
+                        want.setdefault((run, p), False)
+                if fold:
+                    for w in fold.get(s, ()):
+                        want[(run, w)] = True
+        except (KeyError, ValueError):  # a key the graph does not know: the algorithm will say what it makes of it
+            pass
+
     def _add(self, rows: Iterable[Row]) -> None:
+        """Keep rows read from the database, unless the batch has the row already (it may have changed it);
+        an output read now completes a row read without it (a row's output changes only with ``fin``)."""
         runs = self.runs
         for r in rows:
             run = runs.get(r[0])
-            if run is not None and r[1] not in run.steps:
+            if run is None:
+                continue
+            s = run.steps.get(r[1])
+            if s is None:
                 run.steps[r[1]] = _Step(r)
+            elif r[17] and not s.heavy:
+                s.heavy, s.output, s.error = True, r[18], r[19]
 
     def _steps(self, run: _Run, keys: Iterable[str]) -> dict[str, _Step]:
         """The rows of those of ``keys`` that exist, reading the ones not read yet."""
@@ -299,10 +315,7 @@ class CachedTxn(Txn):
         steps = self._steps(run, keys)
         need = [k for k in keys if k in steps and not steps[k].heavy]
         if need:
-            rows = self.conn.cursor().execute(_LOAD_STEPS, (_json([(run.run_id, k, True) for k in need]), "[]"))
-            for r in rows.fetchall():
-                s = steps[r[1]]
-                s.heavy, s.output, s.error = True, r[18], r[19]
+            self._add(self.conn.cursor().execute(_LOAD_STEPS, (_json([(run.run_id, k, True) for k in need]), "[]")).fetchall())
         return {k: (STEP_STATUS[steps[k].status], steps[k].output, steps[k].error) for k in keys if k in steps}
 
     # -- primitives --------------------------------------------------------------
