@@ -39,9 +39,9 @@ from typing import Any
 import psycopg
 
 from .._status import FINAL_STEP_STATUSES, RunStatus, StepStatus
-from ._batch import StepState, Txn, apply_ops
+from ._batch import StepState, Txn
 from ._rows import RUN_STATUS, STEP_STATUS, dt, ts
-from .base import Claim, Complete, ExpireLease, ExtendLeases, Grant, Op, Result, Signal, StartRun
+from .base import Claim, Complete, ExpireLease, ExtendLeases, Grant, Op, Signal, StartRun
 
 Row = tuple[Any, ...]
 Conn = psycopg.Connection[Row]
@@ -78,55 +78,110 @@ JOIN fo_steps s ON s.run_id = r.run_id
 _LOAD_RUN_STEPS = f"SELECT {_STEP_COLUMNS}, false, NULL, NULL FROM fo_steps s WHERE s.run_id = %s"
 _LOAD_FLOWS = "SELECT flow_id, enabled FROM fo_flows WHERE flow_id = ANY(%s::text[])"
 
-# Everything a batch changed, in one statement: each part is a JSON array of rows (or empty). The parts touch
+# Everything a batch changed, in one statement. Each part is a JSON array of rows (or empty). The parts touch
 # different rows (new runs and steps are not among the changed ones), so the order they run in does not matter;
-# attempts and events are inserted in the order they were recorded (their ids are that order).
-_WRITE = """
-WITH new_runs AS (
+# attempts and events are inserted in the order they were recorded (their ids are that order). "ok" checks the
+# rows the batch took from the rows it remembered from earlier batches instead of reading them: only if they
+# are still exactly so does anything get written (else the caller applies the batch again, reading them).
+# Changed steps get every column the fast path may change; output, error, inputs and trace only where the step
+# finished (fin). Dispatches have no ON CONFLICT: a conflict means the batch's idea of the ledger was wrong
+# (see the module docstring). Kept under psycopg's 4 kB limit for caching a statement's parsing.
+_WRITE = " ".join("""
+WITH ok AS (
+    SELECT (SELECT count(*) FROM jsonb_array_elements(%(seen_runs)s::jsonb) e
+            JOIN fo_runs r ON r.run_id = e->>0 AND r.status = e->>1 AND r.open_steps = (e->>2)::int)
+           = jsonb_array_length(%(seen_runs)s::jsonb)
+       AND (SELECT count(*) FROM jsonb_array_elements(%(seen_steps)s::jsonb) e
+            JOIN fo_steps s ON s.run_id = e->>0 AND s.step_key = e->>1
+            WHERE (s.status, s.waiting, s.generation, s.queued, s.attempts, s.attempt_base, s.owner, s.lease_until,
+                   s.not_before, s.queued_at, s.started_at, s.finished_at, s.first_started_at, s.waiting_signal,
+                   s.loop_item)
+              IS NOT DISTINCT FROM (e->>2, (e->>3)::int, (e->>4)::int, (e->>5)::bool, (e->>6)::int, (e->>7)::int,
+                   e->>8, (e->>9)::float8, (e->>10)::float8, (e->>11)::float8, (e->>12)::float8, (e->>13)::float8,
+                   (e->>14)::float8, e->>15, e->>16))
+           = jsonb_array_length(%(seen_steps)s::jsonb) AS ok
+), new_runs AS (
     INSERT INTO fo_runs (run_id, flow_id, status, manifest_id, trigger_key, trigger_body, trigger_headers,
         idempotency_key, open_steps, created_at, finished_at, deadline)
-    SELECT e->>0, e->>1, e->>2, e->>3, e->>4, e->>5, e->>6, e->>7, (e->>8)::integer, (e->>9)::double precision,
-        (e->>10)::double precision, (e->>11)::double precision
-    FROM jsonb_array_elements(%(new_runs)s::jsonb) AS e
+    SELECT e->>0, e->>1, e->>2, e->>3, e->>4, e->>5, e->>6, e->>7, (e->>8)::int, (e->>9)::float8, (e->>10)::float8,
+        (e->>11)::float8
+    FROM jsonb_array_elements(%(new_runs)s::jsonb) e WHERE (SELECT ok FROM ok)
 ), new_steps AS (
     INSERT INTO fo_steps (run_id, step_key, seq, status, waiting, generation, queued, attempts, owner, lease_until,
         not_before, queued_at, started_at, finished_at, first_started_at, output, error, inputs, trace)
-    SELECT e->>0, e->>1, (e->>2)::integer, e->>3, (e->>4)::integer, (e->>5)::integer, (e->>6)::boolean,
-        (e->>7)::integer, e->>8, (e->>9)::double precision, (e->>10)::double precision, (e->>11)::double precision,
-        (e->>12)::double precision, (e->>13)::double precision, (e->>14)::double precision, e->>15, e->>16, e->>17,
-        e->>18
-    FROM jsonb_array_elements(%(new_steps)s::jsonb) AS e
+    SELECT e->>0, e->>1, (e->>2)::int, e->>3, (e->>4)::int, (e->>5)::int, (e->>6)::bool, (e->>7)::int, e->>8,
+        (e->>9)::float8, (e->>10)::float8, (e->>11)::float8, (e->>12)::float8, (e->>13)::float8, (e->>14)::float8,
+        e->>15, e->>16, e->>17, e->>18
+    FROM jsonb_array_elements(%(new_steps)s::jsonb) e WHERE (SELECT ok FROM ok)
 ), runs AS (
-    UPDATE fo_runs r SET status = e->>1, open_steps = (e->>2)::integer, finished_at = (e->>3)::double precision
-    FROM jsonb_array_elements(%(runs)s::jsonb) AS e
-    WHERE r.run_id = e->>0
+    UPDATE fo_runs r SET status = e->>1, open_steps = (e->>2)::int, finished_at = (e->>3)::float8
+    FROM jsonb_array_elements(%(runs)s::jsonb) e WHERE r.run_id = e->>0 AND (SELECT ok FROM ok)
 ), steps AS (
-    -- Every column the fast path may change; output, error, inputs and trace only where the step finished (fin).
-    UPDATE fo_steps s SET status = e->>2, waiting = (e->>3)::integer, generation = (e->>4)::integer,
-        queued = (e->>5)::boolean, attempts = (e->>6)::integer, owner = e->>7, lease_until = (e->>8)::double precision,
-        not_before = (e->>9)::double precision, queued_at = (e->>10)::double precision,
-        started_at = (e->>11)::double precision, finished_at = (e->>12)::double precision,
-        first_started_at = (e->>13)::double precision, waiting_signal = e->>14,
-        output = CASE WHEN (e->>15)::boolean THEN e->>16 ELSE s.output END,
-        error = CASE WHEN (e->>15)::boolean THEN e->>17 ELSE s.error END,
-        inputs = CASE WHEN (e->>15)::boolean THEN e->>18 ELSE s.inputs END,
-        trace = CASE WHEN (e->>15)::boolean THEN e->>19 ELSE s.trace END
-    FROM jsonb_array_elements(%(steps)s::jsonb) AS e
-    WHERE s.run_id = e->>0 AND s.step_key = e->>1
+    UPDATE fo_steps s SET status = e->>2, waiting = (e->>3)::int, generation = (e->>4)::int, queued = (e->>5)::bool,
+        attempts = (e->>6)::int, owner = e->>7, lease_until = (e->>8)::float8, not_before = (e->>9)::float8,
+        queued_at = (e->>10)::float8, started_at = (e->>11)::float8, finished_at = (e->>12)::float8,
+        first_started_at = (e->>13)::float8, waiting_signal = e->>14,
+        output = CASE WHEN (e->>15)::bool THEN e->>16 ELSE s.output END,
+        error = CASE WHEN (e->>15)::bool THEN e->>17 ELSE s.error END,
+        inputs = CASE WHEN (e->>15)::bool THEN e->>18 ELSE s.inputs END,
+        trace = CASE WHEN (e->>15)::bool THEN e->>19 ELSE s.trace END
+    FROM jsonb_array_elements(%(steps)s::jsonb) e
+    WHERE s.run_id = e->>0 AND s.step_key = e->>1 AND (SELECT ok FROM ok)
 ), dispatches AS (
-    -- No ON CONFLICT: a conflict means the batch's idea of the ledger was wrong (see the module docstring).
     INSERT INTO fo_dispatches (run_id, step_key, generation, dispatched_at)
-    SELECT e->>0, e->>1, (e->>2)::integer, (e->>3)::double precision FROM jsonb_array_elements(%(dispatches)s::jsonb) AS e
+    SELECT e->>0, e->>1, (e->>2)::int, (e->>3)::float8 FROM jsonb_array_elements(%(dispatches)s::jsonb) e
+    WHERE (SELECT ok FROM ok)
 ), attempts AS (
     INSERT INTO fo_attempts (run_id, step_key, attempt, generation, status, owner, started_at, finished_at, error)
-    SELECT e->>0, e->>1, (e->>2)::integer, (e->>3)::integer, e->>4, e->>5, (e->>6)::double precision,
-        (e->>7)::double precision, e->>8
-    FROM jsonb_array_elements(%(attempts)s::jsonb) WITH ORDINALITY AS t(e, i) ORDER BY i
+    SELECT e->>0, e->>1, (e->>2)::int, (e->>3)::int, e->>4, e->>5, (e->>6)::float8, (e->>7)::float8, e->>8
+    FROM jsonb_array_elements(%(attempts)s::jsonb) WITH ORDINALITY AS t(e, i) WHERE (SELECT ok FROM ok) ORDER BY i
+), events AS (
+    INSERT INTO fo_events (run_id, step_key, kind, data, at)
+    SELECT e->>0, e->>1, e->>2, e->>3, (e->>4)::float8
+    FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS t(e, i) WHERE (SELECT ok FROM ok) ORDER BY i
 )
-INSERT INTO fo_events (run_id, step_key, kind, data, at)
-SELECT e->>0, e->>1, e->>2, e->>3, (e->>4)::double precision
-FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS t(e, i) ORDER BY i
-"""
+SELECT ok FROM ok
+""".split())
+
+
+class Stale(Exception):
+    """Rows the batch remembered from earlier batches had changed: nothing was written; apply it again."""
+
+
+class Remembered:
+    """The rows of the runs recent batches of this store touched, as they committed them.
+
+    A batch whose every row it needs is here skips reading them (a round trip) and has its write check them
+    instead. Shared by the writer threads (each get, put and drop is one atomic dict operation); a row another
+    process or writer changed since is caught by the check, so what is here is never trusted, only verified.
+    """
+
+    def __init__(self, runs: int = 2048, steps_per_run: int = 256) -> None:
+        self._runs: dict[str, tuple[tuple[Any, ...], dict[str, Row]]] = {}
+        self._max, self._max_steps = runs, steps_per_run
+
+    def get(self, run_id: str) -> tuple[tuple[Any, ...], dict[str, Row]] | None:
+        return self._runs.get(run_id)
+
+    def drop(self, run_ids: Iterable[str]) -> None:
+        for r in run_ids:
+            self._runs.pop(r, None)
+
+    def keep(self, runs: Iterable[_Run]) -> None:
+        """After a commit: remember the runs still Running, forget the others."""
+        for run in runs:
+            self._runs.pop(run.run_id, None)  # re-inserted last: the oldest go first
+            if run.status != "Running" or len(run.steps) + len(run.recalled or ()) > self._max_steps:
+                continue
+            rows = dict(run.recalled) if run.recalled else {}  # not taken: as remembered (checked when taken)
+            rows.update((k, s.row(run.run_id, k)) for k, s in run.steps.items())
+            self._runs[run.run_id] = ((run.run_id, run.status, run.open, run.flow_id, run.manifest_id, run.trigger_key,
+                                       run.trigger_body, run.headers), rows)
+        while len(self._runs) > self._max:
+            try:
+                del self._runs[next(iter(self._runs))]
+            except (StopIteration, KeyError, RuntimeError):  # another writer changed it meanwhile
+                break
 
 
 class Fallback(Exception):
@@ -167,12 +222,18 @@ class _Step:
         self.dirty = False
         self.seq = 0
 
+    def row(self, run_id: str, key: str) -> Row:
+        """As read from the database (what :meth:`__init__` takes)."""
+        return (run_id, key, self.status, self.waiting, self.generation, self.queued, self.attempts, self.attempt_base,
+                self.owner, self.lease_until, self.not_before, self.queued_at, self.started_at, self.finished_at,
+                self.first_started_at, self.waiting_signal, self.loop_item, self.heavy, self.output, self.error)
+
 
 class _Run:
     """A run row as the batch sees it, with the step rows read so far."""
 
     __slots__ = ("absent", "created_at", "deadline", "dirty", "finished_at", "flow_id", "full", "headers", "idempotency_key",
-                 "manifest_id", "new", "open", "run_id", "status", "steps", "trigger_body", "trigger_key")
+                 "manifest_id", "new", "open", "recalled", "run_id", "status", "steps", "trigger_body", "trigger_key")
 
     def __init__(self, run_id: str, status: str, open_steps: int, flow_id: str, manifest_id: str, trigger_key: str,
                  body: str, headers: str) -> None:
@@ -181,6 +242,7 @@ class _Run:
         self.steps: dict[str, _Step] = {}
         self.absent: set[str] = set()  # keys read and not found
         self.full = False  # every step row is in ``steps``
+        self.recalled: dict[str, Row] | None = None  # rows recent batches left, not taken yet
         self.new = False
         self.dirty = False
         self.finished_at: float | None = None
@@ -199,9 +261,12 @@ def _default_state(seq: int, waiting: int) -> _Step:
 class CachedTxn(Txn):
     """The primitives over rows held in memory; :meth:`write` sends the changes."""
 
-    def __init__(self, conn: Conn) -> None:
+    def __init__(self, conn: Conn, remembered: Remembered | None = None) -> None:
         self.conn = conn
+        self.remembered = remembered
         self.runs: dict[str, _Run] = {}
+        self.seen_runs: list[tuple[str, str, int]] = []  # taken from ``remembered``: the write checks them
+        self.seen_steps: list[Row] = []
         self.flows: dict[str, bool] = {}
         self.dispatches: list[tuple[str, str, int, float]] = []
         self.attempts: list[tuple[Any, ...]] = []
@@ -210,7 +275,8 @@ class CachedTxn(Txn):
     # -- reading ---------------------------------------------------------------
 
     def load(self, ops: Sequence[Op]) -> None:
-        """Lock and read what ``ops`` are known to need (one round trip)."""
+        """Lock and read what ``ops`` are known to need (one round trip), or, if the rows recent batches left
+        are all it needs, lock and take those (no round trip: the write checks them)."""
         run_ids: set[str] = set()
         want: dict[tuple[str, str], bool] = {}  # (run, key) -> with output
         finishing: dict[str, int] = {}
@@ -232,6 +298,9 @@ class CachedTxn(Txn):
                 flows.add(op.flow_id)
         conn = self.conn
         ordered = sorted(run_ids)
+        if ordered and not flows and self._recall(ordered, want, finishing):
+            conn.cursor().execute(_LOCK_RUNS, (ordered,))  # what it returns is not waited for
+            return
         run_cur = conn.cursor().execute(_LOCK_RUNS, (ordered,)) if ordered else None
         step_cur = flow_cur = None
         if want or finishing:
@@ -254,6 +323,27 @@ class CachedTxn(Txn):
                     got.full = True
         if flow_cur is not None:
             self.flows.update((f, bool(e)) for f, e in flow_cur.fetchall())
+
+    def _recall(self, run_ids: Sequence[str], want: Mapping[tuple[str, str], bool], finishing: Mapping[str, int]) -> bool:
+        """Take the runs from the rows recent batches left, if every one and every wanted row is there."""
+        mem = self.remembered
+        if mem is None:
+            return False
+        got = {}
+        for r in run_ids:
+            entry = mem.get(r)
+            if entry is None or (r in finishing and entry[0][2] <= finishing[r]):
+                return False  # not there, or the batch may finish the run (that reads all of its steps)
+            got[r] = entry
+        for (r, k), h in want.items():
+            row = got[r][1].get(k)
+            if row is None or (h and not row[17]):
+                return False
+        for r, (fields, rows) in got.items():
+            run = self.runs[r] = _Run(*fields)
+            run.recalled = dict(rows)
+            self.seen_runs.append((r, run.status, run.open))
+        return True
 
     @staticmethod
     def _want_next(op: Complete, want: dict[tuple[str, str], bool]) -> None:
@@ -285,12 +375,22 @@ class CachedTxn(Txn):
             s = run.steps.get(r[1])
             if s is None:
                 run.steps[r[1]] = _Step(r)
+                if run.recalled:
+                    run.recalled.pop(r[1], None)  # read now: the remembered row is not needed (nor checked)
             elif r[17] and not s.heavy:
                 s.heavy, s.output, s.error = True, r[18], r[19]
 
     def _steps(self, run: _Run, keys: Iterable[str]) -> dict[str, _Step]:
         """The rows of those of ``keys`` that exist, reading the ones not read yet."""
         steps = run.steps
+        rec = run.recalled
+        if rec:
+            for k in keys:
+                if k not in steps:
+                    row = rec.pop(k, None)
+                    if row is not None:
+                        steps[k] = _Step(row)
+                        self.seen_steps.append(row[:17])
         missing = [k for k in keys if k not in steps and k not in run.absent]
         if missing and not run.full:
             missing = list(dict.fromkeys(missing))
@@ -303,11 +403,12 @@ class CachedTxn(Txn):
         if not run.full:
             self._add(self.conn.cursor().execute(_LOAD_RUN_STEPS, (run.run_id,)).fetchall())
             run.full = True
+            run.recalled = None
         return run.steps
 
     def _step(self, run: _Run, key: str) -> _Step | None:
         s = run.steps.get(key)
-        if s is None and key not in run.absent:
+        if s is None:
             s = self._steps(run, (key,)).get(key)
         return s
 
@@ -526,8 +627,9 @@ class CachedTxn(Txn):
 
     # -- writing -----------------------------------------------------------------
 
-    def write(self, cur: Cursor) -> None:
-        """Send every change (the caller commits); nothing is read back."""
+    def write(self) -> Cursor | None:
+        """Send every change (the caller commits). Returns the cursor whose one row says whether the batch
+        applied (False: remembered rows it took had changed, and it wrote nothing), or None if it sent nothing."""
         new_runs: list[tuple[Any, ...]] = []
         new_steps: list[tuple[Any, ...]] = []
         runs: list[tuple[Any, ...]] = []
@@ -548,27 +650,24 @@ class CachedTxn(Txn):
                 (rid, k, s.status, s.waiting, s.generation, s.queued, s.attempts, s.owner, s.lease_until, s.not_before,
                  s.queued_at, s.started_at, s.finished_at, s.first_started_at, s.waiting_signal, s.fin, s.output, s.error,
                  s.inputs, s.trace) for k, s in r.steps.items() if s.dirty)
-        if new_runs or runs or steps or self.dispatches or self.attempts or self.events:
-            cur.execute(_WRITE, {"new_runs": _json(new_runs), "new_steps": _json(new_steps), "runs": _json(runs),
-                                 "steps": _json(steps), "dispatches": _json(self.dispatches),
-                                 "attempts": _json(self.attempts), "events": _json(self.events)})
+        if not (new_runs or runs or steps or self.dispatches or self.attempts or self.events or self.seen_runs):
+            return None
+        return self.conn.cursor().execute(_WRITE, {
+            "seen_runs": _json(self.seen_runs), "seen_steps": _json(self.seen_steps), "new_runs": _json(new_runs),
+            "new_steps": _json(new_steps), "runs": _json(runs), "steps": _json(steps),
+            "dispatches": _json(self.dispatches), "attempts": _json(self.attempts), "events": _json(self.events)})
+
+    def keep(self) -> None:
+        """After the commit: remember the rows of this batch's runs for the next batches."""
+        if self.remembered is not None:
+            self.remembered.keep(self.runs.values())
+
+    def forget(self) -> None:
+        """After a failure: forget what is remembered of this batch's runs."""
+        if self.remembered is not None:
+            self.remembered.drop(self.runs)
 
 
 def _json(rows: Iterable[Sequence[Any]]) -> str:
     """Rows as a JSON array of arrays (the SQL takes them apart with ``->>``)."""
     return json.dumps(list(rows) if not isinstance(rows, list) else rows, separators=(",", ":"), allow_nan=False)
-
-
-def apply_batch(conn: Conn, ops: Sequence[Op]) -> list[Result]:
-    """Apply ``ops`` (all :func:`eligible`) in one transaction on ``conn`` (autocommit, idle), committing it.
-
-    Raises :class:`Fallback` (after which the caller rolls back) if the batch needs the ordinary path.
-    """
-    tx = CachedTxn(conn)
-    with conn.pipeline(), conn.cursor() as cur:
-        cur.execute(b"BEGIN")
-        tx.load(ops)
-        results = apply_ops(tx, ops)
-        tx.write(cur)
-        cur.execute(b"COMMIT")
-    return results

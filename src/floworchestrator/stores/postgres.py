@@ -482,6 +482,7 @@ class PostgresStore(Store):
         self._local = threading.local()
         self._conns: list[Conn] = []
         self._lock = threading.Lock()
+        self._remembered = _pgbatch.Remembered()
 
     # -- connections and threads --------------------------------------------
 
@@ -626,19 +627,22 @@ class PostgresStore(Store):
             # COMMIT are plain statements: psycopg's transaction() adds a round trip in a pipeline.)
             # The common ops take the fast path (_pgbatch: rows read once, changes written set-based); a batch
             # with any other op, or one the fast path gives up on, is applied statement by statement.
-            attempt, reconnected, fast = 0, False, _pgbatch.eligible(ops)
+            # The fast path first takes the rows recent batches left (self._remembered) if they are all it needs:
+            # if its write finds them changed, it wrote nothing, and the batch is applied again reading them.
+            attempt, reconnected, fast, recall = 0, False, _pgbatch.eligible(ops), True
             while True:
                 attempt += 1
                 conn = self._writer_conn()
                 committing = False
+                cached: _pgbatch.CachedTxn | None = None
                 try:
                     with conn.pipeline(), conn.cursor() as cur:
                         cur.execute(b"BEGIN")
                         if fast:
-                            cached = _pgbatch.CachedTxn(conn)
+                            cached = _pgbatch.CachedTxn(conn, self._remembered if recall else None)
                             cached.load(ops)
                             results = apply_ops(cached, ops)
-                            cached.write(cur)
+                            check = cached.write()
                         else:
                             if runs:
                                 cur.execute(_LOCK_RUNS, (runs,))
@@ -647,8 +651,18 @@ class PostgresStore(Store):
                             tx.flush()
                         committing = True
                         cur.execute(b"COMMIT")
+                    if cached is not None:
+                        if check is not None and not _one(check)[0]:
+                            raise _pgbatch.Stale
+                        cached.keep()
                     return results
                 except BaseException as exc:
+                    if cached is not None:
+                        cached.forget()
+                    if isinstance(exc, _pgbatch.Stale):
+                        recall = False
+                        attempt -= 1
+                        continue
                     if not conn.broken:
                         # rollback() (not a plain ROLLBACK) also forgets statements psycopg prepared in the
                         # failed pipeline; the error that got us here is the one to report.
