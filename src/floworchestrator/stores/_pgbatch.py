@@ -32,6 +32,7 @@ behaviour.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -152,36 +153,48 @@ class Remembered:
     """The rows of the runs recent batches of this store touched, as they committed them.
 
     A batch whose every row it needs is here skips reading them (a round trip) and has its write check them
-    instead. Shared by the writer threads (each get, put and drop is one atomic dict operation); a row another
-    process or writer changed since is caught by the check, so what is here is never trusted, only verified.
+    instead: a row another process or writer changed since is caught by the check, so what is here is never
+    trusted, only verified. Bounded: runs that ended are forgotten, the oldest go first, and a run with many
+    steps or much data (trigger, outputs) is not kept. Shared by the writer threads.
     """
 
-    def __init__(self, runs: int = 2048, steps_per_run: int = 256) -> None:
+    def __init__(self, runs: int = 1024, rows: int = 32768, run_chars: int = 65536) -> None:
         self._runs: dict[str, tuple[tuple[Any, ...], dict[str, Row]]] = {}
-        self._max, self._max_steps = runs, steps_per_run
+        self._max_runs, self._max_rows, self._max_chars = runs, rows, run_chars
+        self._rows = 0
+        self._lock = threading.Lock()
 
     def get(self, run_id: str) -> tuple[tuple[Any, ...], dict[str, Row]] | None:
         return self._runs.get(run_id)
 
     def drop(self, run_ids: Iterable[str]) -> None:
-        for r in run_ids:
-            self._runs.pop(r, None)
+        with self._lock:
+            for r in run_ids:
+                self._pop(r)
+
+    def _pop(self, run_id: str) -> None:
+        entry = self._runs.pop(run_id, None)
+        if entry is not None:
+            self._rows -= len(entry[1])
 
     def keep(self, runs: Iterable[_Run]) -> None:
         """After a commit: remember the runs still Running, forget the others."""
-        for run in runs:
-            self._runs.pop(run.run_id, None)  # re-inserted last: the oldest go first
-            if run.status != "Running" or len(run.steps) + len(run.recalled or ()) > self._max_steps:
-                continue
-            rows = dict(run.recalled) if run.recalled else {}  # not taken: as remembered (checked when taken)
-            rows.update((k, s.row(run.run_id, k)) for k, s in run.steps.items())
-            self._runs[run.run_id] = ((run.run_id, run.status, run.open, run.flow_id, run.manifest_id, run.trigger_key,
-                                       run.trigger_body, run.headers), rows)
-        while len(self._runs) > self._max:
-            try:
-                del self._runs[next(iter(self._runs))]
-            except (StopIteration, KeyError, RuntimeError):  # another writer changed it meanwhile
-                break
+        with self._lock:
+            for run in runs:
+                self._pop(run.run_id)  # re-inserted last: the oldest go first
+                if run.status != "Running":
+                    continue
+                rows = dict(run.recalled) if run.recalled else {}  # not taken: as remembered (checked when taken)
+                rows.update((k, s.row(run.run_id, k)) for k, s in run.steps.items())
+                chars = len(run.trigger_body) + len(run.headers) + sum(
+                    len(r[16] or "") + len(r[18] or "") + len(r[19] or "") for r in rows.values())
+                if len(rows) > self._max_rows // 8 or chars > self._max_chars:
+                    continue
+                self._runs[run.run_id] = ((run.run_id, run.status, run.open, run.flow_id, run.manifest_id,
+                                           run.trigger_key, run.trigger_body, run.headers), rows)
+                self._rows += len(rows)
+            while self._runs and (len(self._runs) > self._max_runs or self._rows > self._max_rows):
+                self._pop(next(iter(self._runs)))
 
 
 class Fallback(Exception):
