@@ -49,6 +49,11 @@ Conn = psycopg.Connection[Row]
 Cursor = psycopg.Cursor[Row]
 
 _FINAL = FINAL_STEP_STATUSES
+#: Only a batch of at most this many ops takes and leaves remembered rows (:class:`Remembered`). Such a batch
+#: waits for its round trips (one run's steps one after another); a bigger one has company enough to keep the
+#: machine busy while it waits, and checking and remembering its rows would cost more than reading them (and
+#: the two writers, busy with the same runs, would often find each other's remembered rows changed).
+_RECALL_OPS = 8
 #: A successor's predecessors are read up front only if it has at most this many (a join of many
 #: steps is read when it becomes ready, once, rather than with every completion of its run).
 _FEW_PREDS = 8
@@ -279,6 +284,7 @@ class CachedTxn(Txn):
         self.remembered = remembered
         self.runs: dict[str, _Run] = {}
         self.seen_runs: list[tuple[str, str, int]] = []  # taken from ``remembered``: the write checks them
+        self.small = True  # few enough ops to use ``remembered``
         self.seen_steps: list[Row] = []
         self.flows: dict[str, bool] = {}
         self.dispatches: list[tuple[str, str, int, float]] = []
@@ -311,7 +317,8 @@ class CachedTxn(Txn):
                 flows.add(op.flow_id)
         conn = self.conn
         ordered = sorted(run_ids)
-        if ordered and not flows and self._recall(ordered, want, finishing):
+        self.small = len(ops) <= _RECALL_OPS
+        if self.small and ordered and not flows and self._recall(ordered, want, finishing):
             conn.cursor().execute(_LOCK_RUNS, (ordered,))  # what it returns is not waited for
             return
         run_cur = conn.cursor().execute(_LOCK_RUNS, (ordered,)) if ordered else None
@@ -673,7 +680,10 @@ class CachedTxn(Txn):
     def keep(self) -> None:
         """After the commit: remember the rows of this batch's runs for the next batches."""
         if self.remembered is not None:
-            self.remembered.keep(self.runs.values())
+            if self.small:
+                self.remembered.keep(self.runs.values())
+            else:
+                self.remembered.drop(self.runs)
 
     def forget(self) -> None:
         """After a failure: forget what is remembered of this batch's runs."""
