@@ -1,9 +1,10 @@
-"""PostgreSQL's fast path for the common batch: the whole batch in two round trips.
+"""PostgreSQL's fast path for the common batch: the whole batch in one or two round trips.
 
 The ordinary path (:class:`floworchestrator.stores.postgres._PgTxn`) sends one
 statement per primitive per op, so the writer thread's CPU grows with the
 batch. This path applies the same algorithm (:func:`._batch.apply_ops`) to a
-copy of the rows in memory instead, and writes the result back set-based:
+copy of the rows in memory instead (:class:`CachedTxn`), and writes the result
+back set-based:
 
 1. ``BEGIN``; lock the batch's runs (in run id order, as the ordinary path
    does) and read them; read the step rows the batch's ops are known to need
@@ -12,12 +13,20 @@ copy of the rows in memory instead, and writes the result back set-based:
    read the flows of the runs started. One round trip.
 2. Run the algorithm against those rows. A row it needs that was not read is
    read then (one more round trip; rare).
-3. Write what changed with one statement per table (``unnest`` of arrays, one
-   array per column): new runs and steps, changed runs and steps, dispatch
-   ledger rows, attempts and events; ``COMMIT``. One round trip.
+3. Write what changed in one statement (each table's rows given as one JSON
+   parameter, which psycopg sends far faster than an array per column): new
+   runs and steps, changed runs and steps, dispatch ledger rows, attempts and
+   events; ``COMMIT``. One round trip.
 
 Every writer locks a run's row before it reads or writes the run's steps, so
 while the batch holds its locks the rows it read cannot change under it.
+
+A small batch (one run's next step: latency, not throughput) skips step 1's
+wait when the rows it needs are those an earlier batch of this store
+committed (:class:`Remembered`): it sends the locks without waiting for them,
+and its write first checks, under the locks, that the remembered rows it took
+are still exactly so; if not, nothing is written and the batch is applied
+again reading them (:class:`Stale`).
 
 Dispatch ledger rows are inserted without ``ON CONFLICT``: the algorithm
 queues a step only at a generation above the step's current one, which no

@@ -8,7 +8,11 @@ id order: two batches about the same run are applied one after the other,
 exactly as a single writer would apply them, and batches do not deadlock
 each other. Should one still fail with a deadlock or serialisation failure,
 or lose the race to insert an idempotency key, it is rolled back and applied
-again. Reads and the few writes outside batches go through an async
+again. A batch of only claims, completions and run starts (the engine's
+steady traffic) takes the fast path of :mod:`._pgbatch`: its rows are read
+once, the algorithm runs in memory, and the changes go back in one statement;
+any other batch (or one the fast path gives up on) is applied statement by
+statement (:class:`_PgTxn`). Reads and the few writes outside batches go through an async
 connection pool. The schema is created or migrated at :meth:`open` under an
 advisory lock, so instances starting together migrate once.
 
