@@ -242,6 +242,10 @@ async def test_rows_remembered_from_earlier_batches_are_checked_not_trusted(pg_u
             assert [a.step_key for a in await here.get_attempts(rid)] == ["a"]
             kinds = [e.kind for e in await here.get_events(rid)]
             assert kinds.count("StepSucceeded") == 1
+        # ``here`` remembers the flow enabled.
+        assert await there.set_flow_enabled("diamond", False, T0)
+        (res,) = await here.apply([start_op(c)])
+        assert isinstance(res, RunStarted) and res.disabled
     finally:
         await here.close()
         await there.close()
