@@ -219,6 +219,38 @@ async def test_signal_racing_a_step_that_starts_waiting_wakes_it(pg_url: str) ->
         await store.close()
 
 
+async def test_rows_remembered_from_earlier_batches_are_checked_not_trusted(pg_url: str) -> None:
+    """A batch that takes rows its store remembers instead of reading them applies only if they did not change
+    meanwhile (here: another process, with its own memory, completed the step); else it is applied again."""
+    here, there = PostgresStore(pg_url), PostgresStore(pg_url)
+    await here.open()
+    await there.open()
+    try:
+        c = (await setup_flows(here, DIAMOND))["diamond"]
+        for _ in range(3):
+            (res,) = await here.apply([start_op(c)])  # ``here`` remembers every row of the new run
+            assert isinstance(res, RunStarted) and res.run_id
+            rid = res.run_id
+            assert isinstance((await here.apply([claim(c, rid, "a")]))[0], Grant)
+            (done,) = await there.apply([complete(c, rid, "a")])
+            assert isinstance(done, Applied) and done.applied
+            # ``here`` remembers a Running and b, c not queued; neither is so any more.
+            (grant,) = await here.apply([claim(c, rid, "b")])
+            assert isinstance(grant, Grant)
+            (again,) = await here.apply([complete(c, rid, "a")])
+            assert isinstance(again, Applied) and not again.applied
+            assert [a.step_key for a in await here.get_attempts(rid)] == ["a"]
+            kinds = [e.kind for e in await here.get_events(rid)]
+            assert kinds.count("StepSucceeded") == 1
+        # ``here`` remembers the flow enabled.
+        assert await there.set_flow_enabled("diamond", False, T0)
+        (res,) = await here.apply([start_op(c)])
+        assert isinstance(res, RunStarted) and res.disabled
+    finally:
+        await here.close()
+        await there.close()
+
+
 async def test_two_writers_share_the_load(pg_url: str) -> None:
     """Many runs driven concurrently through both writers end as they would with one."""
     store = PostgresStore(pg_url)

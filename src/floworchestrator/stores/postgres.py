@@ -8,7 +8,11 @@ id order: two batches about the same run are applied one after the other,
 exactly as a single writer would apply them, and batches do not deadlock
 each other. Should one still fail with a deadlock or serialisation failure,
 or lose the race to insert an idempotency key, it is rolled back and applied
-again. Reads and the few writes outside batches go through an async
+again. A batch of only claims, completions and run starts (the engine's
+steady traffic) takes the fast path of :mod:`._pgbatch`: its rows are read
+once, the algorithm runs in memory, and the changes go back in one statement;
+any other batch (or one the fast path gives up on) is applied statement by
+statement (:class:`_PgTxn`). Reads and the few writes outside batches go through an async
 connection pool. The schema is created or migrated at :meth:`open` under an
 advisory lock, so instances starting together migrate once.
 
@@ -41,7 +45,7 @@ except ImportError as exc:
 
 from .._status import FINAL_STEP_STATUSES, RunStatus, StepStatus
 from ..exceptions import SchemaVersionError, StoreError, StoreUnavailableError
-from . import sql
+from . import _pgbatch, sql
 from ._batch import StepState, Txn, apply_ops
 from ._rows import (
     RUN_STATUS,
@@ -132,6 +136,19 @@ WITH d AS (
 )
 SELECT step_key, generation FROM d
 """
+
+# A writer connection runs only batches, whose statements all look rows up by key, usually through a set of
+# rows given as a parameter (``unnest``, ``jsonb_array_elements``) that the planner takes for 10 or 100 rows
+# whatever its size. Against a table it believes small (fresh statistics, little history) it then prefers a
+# hash join over a sequential scan, which costs a scan of the whole table per batch. These settings keep it
+# on the indexes (a plan with no index to use still gets its scan) and off JIT compilation, which the
+# penalty given to disabled plans would otherwise trigger. Its statements are prepared, and planned once
+# (generic plans: with parameters like these a custom plan is no better, and planning is a good part of a
+# small batch's time).
+_WRITER_SETTINGS = (
+    b"SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off; SET jit = off;"
+    b" SET plan_cache_mode = force_generic_plan"
+)
 
 #: How many times a batch is tried when it fails in a way a new transaction may not.
 _ATTEMPTS = 5
@@ -472,6 +489,7 @@ class PostgresStore(Store):
         self._local = threading.local()
         self._conns: list[Conn] = []
         self._lock = threading.Lock()
+        self._remembered = _pgbatch.Remembered()
 
     # -- connections and threads --------------------------------------------
 
@@ -479,6 +497,8 @@ class PostgresStore(Store):
         conn: Conn | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
             conn = psycopg.connect(self._conninfo, autocommit=True)
+            conn.execute(_WRITER_SETTINGS)
+            conn.prepare_threshold = 0  # a writer runs the same few statements over and over: prepare at first use
             self._local.conn = conn
             with self._lock:
                 self._conns = [c for c in self._conns if not c.closed]
@@ -612,28 +632,55 @@ class PostgresStore(Store):
             # Pipeline mode: BEGIN, the run locks and every statement whose result is not read go out
             # without waiting, and COMMIT shares the round trip that ends the pipeline. (BEGIN and
             # COMMIT are plain statements: psycopg's transaction() adds a round trip in a pipeline.)
-            attempt, reconnected = 0, False
+            # The common ops take the fast path (_pgbatch: rows read once, changes written set-based); a batch
+            # with any other op, or one the fast path gives up on, is applied statement by statement.
+            # The fast path first takes the rows recent batches left (self._remembered) if they are all it needs:
+            # if its write finds them changed, it wrote nothing, and the batch is applied again reading them.
+            attempt, reconnected, fast, recall = 0, False, _pgbatch.eligible(ops), True
             while True:
                 attempt += 1
                 conn = self._writer_conn()
                 committing = False
+                cached: _pgbatch.CachedTxn | None = None
                 try:
                     with conn.pipeline(), conn.cursor() as cur:
                         cur.execute(b"BEGIN")
-                        if runs:
-                            cur.execute(_LOCK_RUNS, (runs,))
-                        tx = _PgTxn(cur)
-                        results = apply_ops(tx, ops)
-                        tx.flush()
+                        if fast:
+                            cached = _pgbatch.CachedTxn(conn, self._remembered if recall else None)
+                            cached.load(ops)
+                            results = apply_ops(cached, ops)
+                            check = cached.write()
+                        else:
+                            if runs:
+                                cur.execute(_LOCK_RUNS, (runs,))
+                            tx = _PgTxn(cur)
+                            results = apply_ops(tx, ops)
+                            tx.flush()
                         committing = True
                         cur.execute(b"COMMIT")
+                    if cached is not None:
+                        if check is not None and not _one(check)[0]:
+                            raise _pgbatch.Stale
+                        cached.keep()
                     return results
                 except BaseException as exc:
+                    if cached is not None:
+                        cached.forget()
+                    if isinstance(exc, _pgbatch.Stale):
+                        recall = False
+                        attempt -= 1
+                        continue
                     if not conn.broken:
                         # rollback() (not a plain ROLLBACK) also forgets statements psycopg prepared in the
                         # failed pipeline; the error that got us here is the one to report.
                         with contextlib.suppress(psycopg.Error):
                             conn.rollback()
+                    if fast and (isinstance(exc, _pgbatch.Fallback) or (isinstance(exc, psycopg.Error) and not conn.broken)):
+                        # Whatever stopped the fast path (an op it leaves to the ordinary path, or an error), the
+                        # ordinary path applies the batch again from scratch, and reports a real error itself.
+                        fast = False
+                        attempt -= 1
+                        continue
                     if not isinstance(exc, psycopg.Error):
                         raise
                     if conn.broken:
