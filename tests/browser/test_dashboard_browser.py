@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 from playwright.sync_api import expect
@@ -336,8 +337,18 @@ def test_the_page_stays_live_across_the_streams_planned_reconnects(server: Serve
     assert page.locator(".live").get_attribute("data-mode") == "live"
 
 
-def node_overflow(page: Any) -> list[str]:
-    """The DAG's node labels wider than their box, as "key: label"."""
+def node_overflow(page: Any, settle: float = 3.0) -> list[str]:
+    """The DAG's node labels wider than their box, as "key: label" — once the graph has settled (a live refresh
+    redraws it, and labels are cut to fit just after drawing): asked again for up to ``settle`` seconds."""
+    deadline = time.monotonic() + settle
+    while True:
+        found = _node_overflow(page)
+        if not found or time.monotonic() > deadline:
+            return found
+        page.wait_for_timeout(100)
+
+
+def _node_overflow(page: Any) -> list[str]:
     return list(page.evaluate("""() => [...document.querySelectorAll('svg.dag .node')].flatMap((node) => {
         const box = node.querySelector('rect').getBBox();
         return [...node.querySelectorAll('text')].filter((t) => t.getBBox().x + t.getBBox().width > box.width - 4)
@@ -365,14 +376,20 @@ def test_a_narrow_window_scrolls_the_dag_not_the_page(server: Server, page: Any)
     run_id = server.call(server.orch.trigger("features", {"amount": 5, "items": []}))
     for url in ("#/flows/features", f"#/runs/{run_id}"):
         page.goto(server.url + url)
+        if url.startswith("#/runs/"):
+            expect(page.locator(".run-header")).to_contain_text(run_id)  # the run's page, not the flow's still
         expect(page.locator("svg.dag .node")).to_have_count(8)
+        # The graph is wider than the window: its box scrolls to every node (waited for: the page may still be
+        # redrawing the graph from the run's own manifest).
+        page.wait_for_function("""() => { const w = document.querySelector('.dag-wrap');
+            return w && w.scrollWidth > w.clientWidth && getComputedStyle(w).overflowX === 'auto'; }""", timeout=5000)
         assert page.evaluate("document.documentElement.scrollWidth") <= 420, url  # nothing sticks out of the page
-        wrap = page.locator(".dag-wrap")
-        # The graph is wider than the window: its box scrolls to every node.
-        assert wrap.evaluate("(w) => w.scrollWidth > w.clientWidth && getComputedStyle(w).overflowX === 'auto'"), url
-        wrap.evaluate("(w) => { w.scrollLeft = w.scrollWidth; }")
-        right = wrap.evaluate("""(w) => Math.max(...[...w.querySelectorAll('.node rect')].map((r) => r.getBoundingClientRect().right))""")
-        assert right <= wrap.bounding_box()["x"] + wrap.bounding_box()["width"] + 1, url
+        # Scrolled to the end, the last node is inside the box (scroll and measure in one go: a live refresh of
+        # the running run may redraw the graph in between).
+        page.wait_for_function("""() => { const w = document.querySelector('.dag-wrap');
+            w.scrollLeft = w.scrollWidth;
+            const right = Math.max(...[...w.querySelectorAll('.node rect')].map((r) => r.getBoundingClientRect().right));
+            return right <= w.getBoundingClientRect().right + 1; }""", timeout=5000)
     screenshot(page, "18-narrow-run")
 
 

@@ -114,7 +114,7 @@ async def _read_new(store: Store, seen: _Seen, run_id: str | None) -> list[Event
 class EventFeed:
     """Polls the store's event log for the app's live streams (one reader however many clients)."""
 
-    def __init__(self, *, poll_interval: float = 0.25) -> None:
+    def __init__(self, *, poll_interval: float = 0.2) -> None:
         self._store: Store | None = None
         self.poll_interval = poll_interval
         self._listeners: set[_Listener] = set()

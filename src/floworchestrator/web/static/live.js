@@ -7,7 +7,7 @@ import { debounce } from "./dom.js";
 
 const POLL_MS = 2000;
 const RETRY_STREAM_MS = 15000;
-const DEBOUNCE_MS = 300;
+const DEBOUNCE_MS = 150;
 const RECONNECT_GRACE_MS = 4000;
 
 export class Live {
