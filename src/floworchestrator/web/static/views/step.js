@@ -33,11 +33,23 @@ function predecessorTable(key, def, steps) {
     })));
 }
 
+/** The server's account of a predecessor skip (`skipped_because.run_after`), as the step was skipped. */
+function skippedBecauseTable(rows) {
+  return h("table", { class: "table compact why-skipped" },
+    h("thead", {}, h("tr", {}, h("th", {}, "After"), h("th", {}, "Accepts"), h("th", {}, "Ended"))),
+    h("tbody", {}, ...rows.map((r) => h("tr", {},
+      h("td", { class: "mono" }, String(r.step_key)),
+      h("td", {}, Array.isArray(r.accepts) && r.accepts.length ? r.accepts.join(", ") : "any final status"),
+      h("td", {}, badge(r.status || "not run"), r.satisfied ? null : h("span", { class: "error-text small" }, " not accepted"))))));
+}
+
 function why(step, def, steps) {
   const conditions = step.trace && Array.isArray(step.trace.conditions) ? step.trace.conditions : [];
   const title = step.status === "Skipped" ? "Why skipped" : conditions.length ? "Conditions" : "Trace";
   if (conditions.length) return [h("h3", {}, title), conditionTable(conditions)];
   if (step.trace) return [h("h3", {}, title), jsonBlock(step.trace)];
+  const server = step.skipped_because && Array.isArray(step.skipped_because.run_after) ? step.skipped_because.run_after : null;
+  if (step.status === "Skipped" && server && server.length) return [h("h3", {}, title), skippedBecauseTable(server)];
   const table = step.status === "Skipped" && def ? predecessorTable(step.step_key, def, steps) : null;
   return table ? [h("h3", {}, title), table] : null;
 }
