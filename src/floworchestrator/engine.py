@@ -287,6 +287,10 @@ class Engine:
         """Submit a completion; if the store's connection was lost, try again a few times (the heartbeat keeps
         the claim meanwhile). Safe: a completion applies once, for this owner and generation only — if the lost
         attempt had committed after all, the next one is not applied and recovery dispatches what followed."""
+        if op.error is not None and "\x00" in op.error:
+            # An exception text may hold a NUL, which PostgreSQL cannot store: one such step would fail every
+            # completion committed with it. Written out instead, the same on every store.
+            op.error = op.error.replace("\x00", "\\x00")
         for attempt in range(COMPLETE_ATTEMPTS):
             try:
                 return await self.committer.submit(op)

@@ -503,3 +503,25 @@ async def test_a_signal_the_run_never_waits_for_is_refused(make_orch: OrchFactor
             assert "no WaitForSignal step" in str(exc)
         else:
             raise AssertionError("a signal to a flow without WaitForSignal was accepted")
+
+
+# --- 15. an exception text with a NUL made PostgreSQL refuse the whole batch (other runs' completions too) ---
+
+
+async def test_a_nul_in_an_error_text_fails_only_its_own_step(make_orch: OrchFactory) -> None:
+    orch = make_orch()
+
+    @orch.handler("Bad")
+    async def bad(inputs: Any) -> None:
+        raise ValueError("bad \x00 byte")
+
+    orch.add_handler("Echo", lambda inputs: "ok")
+    orch.register(Flow("bad", {"a": Step("Bad")}), Flow("good", {"a": Step("Echo"), "b": Step("Echo", run_after={"a": ["Succeeded"]})}))
+    async with orch:
+        ids = [await orch.trigger("bad" if i % 2 else "good") for i in range(20)]  # completions share batches
+        runs = [await orch.wait(run_id, timeout=10) for run_id in ids]
+        assert [r.status for r in runs] == [RunStatus.FAILED if i % 2 else RunStatus.SUCCEEDED for i in range(20)]
+        step = (await steps_of(orch, ids[1]))["a"]
+        assert step.error == "ValueError: bad \\x00 byte"  # the same on every store
+        attempts = await orch.get_attempts(ids[1])
+        assert [a.error for a in attempts] == ["ValueError: bad \\x00 byte"]

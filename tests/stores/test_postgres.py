@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from floworchestrator._status import StepStatus  # noqa: E402
 from floworchestrator.exceptions import ConfigurationError, SchemaVersionError, StoreError, StoreUnavailableError  # noqa: E402
 from floworchestrator.flow import Flow, ForEach, Step  # noqa: E402
 from floworchestrator.stores import open_store, sql  # noqa: E402
-from floworchestrator.stores.base import Applied, Grant, RunStarted, Signal  # noqa: E402
+from floworchestrator.stores.base import Applied, ExtendLeases, Grant, RunStarted, Signal  # noqa: E402
 from floworchestrator.stores.postgres import PostgresStore  # noqa: E402
 
 from ..conftest import PgServer  # noqa: E402
@@ -249,6 +250,27 @@ async def test_rows_remembered_from_earlier_batches_are_checked_not_trusted(pg_u
     finally:
         await here.close()
         await there.close()
+
+
+async def test_a_batch_on_the_statement_path_forgets_the_rows_remembered_for_its_runs(pg_url: str) -> None:
+    """A heartbeat (ExtendLeases: not a fast-path op) changes a remembered row: the store must not offer it to
+    the next batch (whose check would fail, costing a wasted transaction and the run's place in memory)."""
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        c = (await setup_flows(store, DIAMOND))["diamond"]
+        (res,) = await store.apply([start_op(c)])
+        assert isinstance(res, RunStarted) and res.run_id
+        rid = res.run_id
+        assert isinstance((await store.apply([claim(c, rid, "a")]))[0], Grant)
+        assert store._remembered.get(rid) is not None  # the fast path kept the run's rows
+        await store.apply([ExtendLeases("w1", ((rid, "a", 1),), T0 + timedelta(hours=1))])
+        assert store._remembered.get(rid) is None
+        (done,) = await store.apply([complete(c, rid, "a")])
+        assert isinstance(done, Applied) and done.applied
+        assert store._remembered.get(rid) is not None  # read again, then remembered again
+    finally:
+        await store.close()
 
 
 async def test_two_writers_share_the_load(pg_url: str) -> None:

@@ -288,9 +288,10 @@ def _default_state(seq: int, waiting: int) -> _Step:
 class CachedTxn(Txn):
     """The primitives over rows held in memory; :meth:`write` sends the changes."""
 
-    def __init__(self, conn: Conn, remembered: Remembered | None = None) -> None:
+    def __init__(self, conn: Conn, remembered: Remembered | None = None, *, recall: bool = True) -> None:
         self.conn = conn
         self.remembered = remembered
+        self.recall = recall  # False: read every row (the remembered ones were found changed), remember after
         self.runs: dict[str, _Run] = {}
         self.seen_runs: list[tuple[str, str, int]] = []  # taken from ``remembered``: the write checks them
         self.small = True  # few enough ops to use ``remembered``
@@ -356,7 +357,7 @@ class CachedTxn(Txn):
     def _recall(self, run_ids: Sequence[str], want: Mapping[tuple[str, str], bool], finishing: Mapping[str, int]) -> bool:
         """Take the runs from the rows recent batches left, if every one and every wanted row is there."""
         mem = self.remembered
-        if mem is None:
+        if mem is None or not self.recall:
             return False
         got = {}
         for r in run_ids:

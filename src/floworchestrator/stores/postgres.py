@@ -646,7 +646,7 @@ class PostgresStore(Store):
                     with conn.pipeline(), conn.cursor() as cur:
                         cur.execute(b"BEGIN")
                         if fast:
-                            cached = _pgbatch.CachedTxn(conn, self._remembered if recall else None)
+                            cached = _pgbatch.CachedTxn(conn, self._remembered, recall=recall)
                             cached.load(ops)
                             results = apply_ops(cached, ops)
                             check = cached.write()
@@ -662,6 +662,8 @@ class PostgresStore(Store):
                         if check is not None and not _one(check)[0]:
                             raise _pgbatch.Stale
                         cached.keep()
+                    elif runs:  # rows remembered for these runs are out of date now: the next batch reads them
+                        self._remembered.drop(runs)
                     return results
                 except BaseException as exc:
                     if cached is not None:
