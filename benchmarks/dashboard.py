@@ -40,6 +40,7 @@ from floworchestrator import Flow, Orchestrator, RunStatus, Step, StepContext, S
 from floworchestrator.flow import Retry
 from floworchestrator.stores import sql
 from floworchestrator.stores._rows import run_filter
+from floworchestrator.stores.base import RunFilter
 from floworchestrator.web import NoAuth, create_app
 
 TARGET_MS = 100.0
@@ -515,7 +516,7 @@ def queries(orch: Orchestrator, picks: dict[str, Any], now: datetime) -> list[Qu
             filt["status"] = RunStatus(filt["status"])
         page: dict[str, Any] = {"offset": int(params.get("offset", 0)), "limit": int(params.get("limit", 50))}
         return Query(qid, label, lambda r: [("/api/runs", qs)], lambda r: [
-            ("list_runs", lambda: store.list_runs(**filt, **page)), ("count_runs", lambda: store.count_runs(**filt))],
+            ("list_runs", lambda: store.list_runs(RunFilter(**filt), **page)), ("count_runs", lambda: store.count_runs(RunFilter(**filt)))],
             headline)
 
     def run_of(r: int) -> str:
@@ -547,8 +548,8 @@ def queries(orch: Orchestrator, picks: dict[str, Any], now: datetime) -> list[Qu
         Query("events", "GET /api/runs/{id}/events", lambda r: [(f"/api/runs/{run_of(r)}/events", "")], lambda r: [
             ("get_run", lambda: store.get_run(run_of(r))), ("get_events", lambda: store.get_events(run_of(r), 0, 1000))]),
         Query("active", "GET /api/runs/active", lambda r: [("/api/runs/active", "")], lambda r: [
-            ("list_runs", lambda: store.list_runs(status=RunStatus.RUNNING, limit=100)),
-            ("count_runs", lambda: store.count_runs(status=RunStatus.RUNNING))]),
+            ("list_runs", lambda: store.list_runs(RunFilter(status=RunStatus.RUNNING), limit=100)),
+            ("count_runs", lambda: store.count_runs(RunFilter(status=RunStatus.RUNNING)))]),
         Query("stats_hour", "GET /api/runs/stats (hour, 24)", lambda r: [("/api/runs/stats", "bucket=hour&buckets=24")],
               stats("hour", 24, 3600)),
         Query("stats_day", "GET /api/runs/stats?bucket=day&buckets=30", lambda r: [("/api/runs/stats", "bucket=day&buckets=30")],
@@ -623,16 +624,16 @@ def explain(kind: str, target: str, picks: dict[str, Any]) -> str:
         ("runs_since", {"since": now - timedelta(days=7)}), ("runs_until", {"until": now - timedelta(days=DAYS - 1)}),
         ("runs_search_text", {"search": RARE_NOTE.split()[0]}), ("runs_search_id", {"search": picks["search_run_id"]})]
     for label, f in filters:
-        params = run_filter(f.get("flow_id"), f.get("status"), f.get("search"), f.get("since"), f.get("until"))
-        cases.append((f"{label}: list_runs", Q["list_runs"], {**params, "limit": 50, "offset": 0}))
-        cases.append((f"{label}: count_runs", Q["count_runs"], params))
-    cases.append(("runs_deep: list_runs", Q["list_runs"], {**run_filter(None, None, None, None, None), "limit": 50, "offset": 5000}))
+        clause, params = run_filter(Q, RunFilter(**f))
+        cases.append((f"{label}: list_runs", Q["list_runs"].replace("{where}", clause), {**params, "limit": 50, "offset": 0}))
+        cases.append((f"{label}: count_runs", Q["count_runs"].replace("{where}", clause), params))
+    cases.append(("runs_deep: list_runs", Q["list_runs"].replace("{where}", ""), {"limit": 50, "offset": 5000}))
     run_id = picks["detail_runs"][0]
     one = (run_id,)
     cases += [("detail: get_steps", Q["get_steps"], one), ("detail: get_attempts", Q["get_attempts"], one),
-              ("events: get_events", Q["get_events"], {"after": 0, "run_id": run_id, "limit": 1000}),
+              ("events: get_run_events", Q["get_run_events"], {"after": 0, "run_id": run_id, "limit": 1000}),
               ("stats: count_runs_by_status", Q["count_runs_by_status"], ()),
-              ("stats_day: runs_per_bucket", Q["runs_per_bucket"], {"since": now.timestamp() - 30 * 86400, "width": 86400})]
+              ("stats_day: runs_per_bucket", Q["runs_per_bucket"], {"since": now.timestamp() - 30 * 86400, "width": 86400, "n": 30})]
     out = []
     try:
         for label, q, params in cases:

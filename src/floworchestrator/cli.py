@@ -52,7 +52,7 @@ from ._status import RunStatus, StepStatus
 from .exceptions import FlowOrchestratorError, UnknownRunError
 from .flow import Cron, Flow, Manual, Webhook
 from .orchestrator import Orchestrator, Schedule
-from .stores.base import AttemptRecord, FlowRecord, RunRecord, StepRecord, Store
+from .stores.base import AttemptRecord, FlowRecord, RunFilter, RunRecord, StepRecord, Store
 from .stores.memory import MemoryStore
 from .stores.sqlite import SQLiteStore
 
@@ -624,8 +624,8 @@ def runs(flow_id: str | None, status: str | None, limit: int, app_spec: str | No
     st = next((s for s in RunStatus if s.value.lower() == status.lower()), None) if status else None
 
     async def read(store: Store) -> tuple[list[RunRecord], int]:
-        return (await store.list_runs(flow_id=flow_id, status=st, limit=limit),
-                await store.count_runs(flow_id=flow_id, status=st))
+        where = RunFilter(flow_id=flow_id, status=st)
+        return await store.list_runs(where, limit=limit), await store.count_runs(where)
 
     found, total = _run(_reading(orch, read))
     if not found:

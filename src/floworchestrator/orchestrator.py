@@ -21,7 +21,7 @@ from .executor import Handler, HandlerFunc
 from .flow import CompiledFlow, Cron, Flow, Webhook, validate_flows
 from .runtimes.base import Dispatcher
 from .stores import open_store
-from .stores.base import AttemptRecord, EventRecord, FlowRecord, RunRecord, StepRecord, Store
+from .stores.base import AttemptRecord, EventRecord, FlowRecord, RunFilter, RunRecord, StepRecord, Store
 
 __all__ = ["Orchestrator", "Schedule"]
 
@@ -383,10 +383,9 @@ class Orchestrator:
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunRecord]:
-        """Runs, newest first; the filters are those of :meth:`Store.list_runs`."""
-        return await self.store.list_runs(
-            flow_id=flow_id, status=status, search=search, since=since, until=until, limit=limit, offset=offset
-        )
+        """Runs, newest first; the filters are those of :class:`~floworchestrator.stores.base.RunFilter`."""
+        where = RunFilter(flow_id=flow_id, status=status, search=search, since=since, until=until)
+        return await self.store.list_runs(where, limit=limit, offset=offset)
 
     async def get_steps(self, run_id: str) -> list[StepRecord]:
         return await self.store.get_steps(run_id)

@@ -362,7 +362,7 @@ async def test_three_orchestrators_on_one_sqlite_file_start_one_run_per_tick(tmp
             await o.stop()
     await orchs[0].store.open()
     try:
-        runs = await orchs[0].store.list_runs(flow_id="tick", limit=100)
+        runs = await orchs[0].list_runs(flow_id="tick", limit=100)
     finally:
         await orchs[0].store.close()
     fires = Counter(r.trigger_body["scheduled_at"] for r in runs)

@@ -22,6 +22,7 @@ from floworchestrator.stores.base import (
     Grant,
     Reconcile,
     RetryStep,
+    RunFilter,
     RunStarted,
     StartRun,
     Store,
@@ -437,11 +438,11 @@ async def test_list_and_count_runs_newest_first_with_filters(store: Store) -> No
     await one(store, CancelRun(ids[0], T0))
     assert [r.run_id for r in await store.list_runs()] == ids[::-1]
     assert [r.run_id for r in await store.list_runs(limit=2, offset=1)] == ids[::-1][1:3]
-    assert [r.run_id for r in await store.list_runs(flow_id="diamond")] == [ids[3], ids[1]]
-    assert [r.run_id for r in await store.list_runs(status=RunStatus.CANCELLED)] == [ids[0]]
+    assert [r.run_id for r in await store.list_runs(RunFilter(flow_id="diamond"))] == [ids[3], ids[1]]
+    assert [r.run_id for r in await store.list_runs(RunFilter(status=RunStatus.CANCELLED))] == [ids[0]]
     assert await store.count_runs() == 5
-    assert await store.count_runs(flow_id="linear") == 3
-    assert await store.count_runs(flow_id="linear", status=RunStatus.RUNNING) == 2
+    assert await store.count_runs(RunFilter(flow_id="linear")) == 3
+    assert await store.count_runs(RunFilter(flow_id="linear", status=RunStatus.RUNNING)) == 2
     assert await store.get_run("ghost") is None
     assert await store.get_steps("ghost") == []
 
@@ -454,8 +455,9 @@ async def test_search_and_time_filters(store: Store) -> None:
     assert a.run_id and b.run_id and c.run_id
 
     async def found(**kw: object) -> list[str]:
-        runs = [r.run_id for r in await store.list_runs(**kw)]  # type: ignore[arg-type]
-        assert await store.count_runs(**{k: v for k, v in kw.items() if k not in ("limit", "offset")}) == len(runs)  # type: ignore[arg-type]
+        where = RunFilter(**kw)  # type: ignore[arg-type]
+        runs = [r.run_id for r in await store.list_runs(where)]
+        assert await store.count_runs(where) == len(runs)
         return runs
 
     assert await found(search="acme") == [a.run_id]  # the trigger body, ignoring case

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .._status import RunStatus, StepStatus
-from .base import AttemptRecord, EventRecord, FlowRecord, RunRecord, RunStats, SignalRecord, StepRecord
+from .base import AttemptRecord, EventRecord, FlowRecord, RunFilter, RunRecord, RunStats, SignalRecord, StepRecord
 
 STEP_STATUS = {s.value: s for s in StepStatus}
 RUN_STATUS = {s.value: s for s in RunStatus}
@@ -80,23 +80,17 @@ def like_pattern(search: str) -> str:
     return "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def run_filter(
-    queries: Mapping[str, str],
-    flow_id: str | None,
-    status: RunStatus | None,
-    search: str | None,
-    since: datetime | None,
-    until: datetime | None,
-) -> tuple[str, dict[str, Any]]:
+def run_filter(queries: Mapping[str, str], where: RunFilter) -> tuple[str, dict[str, Any]]:
     """The ``{where}`` of ``list_runs`` / ``count_runs`` and its parameters: the ``runs_where_*`` fragments
     of the filters given, so that each filter can use its index (fragments are constants; values are bound)."""
     params: dict[str, Any] = {
-        "flow_id": flow_id,
-        "status": status.value if status else None,
-        "since": None if since is None else since.timestamp(),
-        "until": None if until is None else until.timestamp(),
+        "flow_id": where.flow_id,
+        "status": where.status.value if where.status else None,
+        "since": None if where.since is None else where.since.timestamp(),
+        "until": None if where.until is None else where.until.timestamp(),
     }
     parts = [queries[f"runs_where_{name}"] for name, value in params.items() if value is not None]
+    search = where.search
     if search:
         if RUN_ID_SHAPE.fullmatch(search.lower()):
             params["run_id"] = search.lower()

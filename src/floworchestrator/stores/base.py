@@ -370,6 +370,26 @@ Result = RunStarted | Grant | Applied | None
 
 
 @dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Which runs :meth:`Store.list_runs` and :meth:`Store.count_runs` take; the filters combine with AND.
+
+    ``flow_id`` and ``status`` match exactly; ``search`` (non-empty) matches a
+    run whose id, flow id or trigger body (its stored JSON text) contains it,
+    ignoring ASCII case (``%`` and ``_`` are plain characters); ``since`` /
+    ``until`` bound the creation time (``since <= created_at < until``).
+    """
+
+    flow_id: str | None = None
+    status: RunStatus | None = None
+    search: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+ALL_RUNS = RunFilter()
+
+
+@dataclass(frozen=True, slots=True)
 class RunStats:
     """What :meth:`Store.run_stats` counts (the dashboard's overview)."""
 
@@ -439,37 +459,12 @@ class Store(ABC):
         """One run, or None."""
 
     @abstractmethod
-    async def list_runs(
-        self,
-        *,
-        flow_id: str | None = None,
-        status: RunStatus | None = None,
-        search: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[RunRecord]:
-        """Runs, newest first, optionally filtered.
-
-        Filters combine with AND: ``flow_id`` and ``status`` match exactly;
-        ``search`` (non-empty) matches a run whose id, flow id or trigger body
-        (its stored JSON text) contains it, ignoring ASCII case (``%`` and
-        ``_`` are plain characters); ``since``/``until`` bound the creation
-        time (``since <= created_at < until``).
-        """
+    async def list_runs(self, where: RunFilter = ALL_RUNS, *, limit: int = 50, offset: int = 0) -> list[RunRecord]:
+        """Runs matching ``where``, newest first."""
 
     @abstractmethod
-    async def count_runs(
-        self,
-        *,
-        flow_id: str | None = None,
-        status: RunStatus | None = None,
-        search: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> int:
-        """How many runs match the filters (the same filters as :meth:`list_runs`)."""
+    async def count_runs(self, where: RunFilter = ALL_RUNS) -> int:
+        """How many runs match ``where``."""
 
     @abstractmethod
     async def run_stats(self, since: datetime, bucket_seconds: float, buckets: int) -> RunStats:

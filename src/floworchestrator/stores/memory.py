@@ -22,6 +22,7 @@ from .._status import FINAL_STEP_STATUSES, RunStatus, StepStatus
 from ..exceptions import StoreError
 from ._batch import StepState, Txn, apply_ops
 from .base import (
+    ALL_RUNS,
     AttemptRecord,
     Claim,
     Complete,
@@ -33,6 +34,7 @@ from .base import (
     Grant,
     Op,
     Result,
+    RunFilter,
     RunRecord,
     RunStats,
     Signal,
@@ -495,48 +497,23 @@ class MemoryStore(Store):
         run = self._d.runs.get(run_id)
         return None if run is None else self._run(run)
 
-    def _filter(
-        self,
-        flow_id: str | None,
-        status: RunStatus | None,
-        search: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[_Run]:
-        needle = search.lower() if search else None
+    def _filter(self, where: RunFilter) -> list[_Run]:
+        needle = where.search.lower() if where.search else None
         return [
             r for r in self._d.runs.values()
-            if (flow_id is None or r.rec.flow_id == flow_id) and (status is None or r.rec.status is status)
-            and (since is None or r.rec.created_at >= since) and (until is None or r.rec.created_at < until)
+            if (where.flow_id is None or r.rec.flow_id == where.flow_id) and (where.status is None or r.rec.status is where.status)
+            and (where.since is None or r.rec.created_at >= where.since) and (where.until is None or r.rec.created_at < where.until)
             and (needle is None or needle in r.rec.run_id.lower() or needle in r.rec.flow_id.lower()
                  or needle in r.body_json.lower())
         ]
 
-    async def list_runs(
-        self,
-        *,
-        flow_id: str | None = None,
-        status: RunStatus | None = None,
-        search: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[RunRecord]:
-        runs = self._filter(flow_id, status, search, since, until)
+    async def list_runs(self, where: RunFilter = ALL_RUNS, *, limit: int = 50, offset: int = 0) -> list[RunRecord]:
+        runs = self._filter(where)
         runs.sort(key=lambda r: r.rec.run_id, reverse=True)
         return [self._run(r) for r in runs[offset : offset + limit]]
 
-    async def count_runs(
-        self,
-        *,
-        flow_id: str | None = None,
-        status: RunStatus | None = None,
-        search: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> int:
-        return len(self._filter(flow_id, status, search, since, until))
+    async def count_runs(self, where: RunFilter = ALL_RUNS) -> int:
+        return len(self._filter(where))
 
     async def run_stats(self, since: datetime, bucket_seconds: float, buckets: int) -> RunStats:
         totals: Counter[RunStatus] = Counter()

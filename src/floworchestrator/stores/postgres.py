@@ -63,6 +63,7 @@ from ._rows import (
     ts,
 )
 from .base import (
+    ALL_RUNS,
     AttemptRecord,
     Claim,
     Complete,
@@ -74,6 +75,7 @@ from .base import (
     Grant,
     Op,
     Result,
+    RunFilter,
     RunRecord,
     RunStats,
     Signal,
@@ -736,32 +738,14 @@ class PostgresStore(Store):
         row = await self._fetchone(Q["get_run"], (run_id,))
         return None if row is None else run_record(row)
 
-    async def list_runs(
-        self,
-        *,
-        flow_id: str | None = None,
-        status: RunStatus | None = None,
-        search: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[RunRecord]:
-        where, params = run_filter(Q, flow_id, status, search, since, until)
-        rows = await self._fetchall(Q["list_runs"].replace("{where}", where), {**params, "limit": limit, "offset": offset})
+    async def list_runs(self, where: RunFilter = ALL_RUNS, *, limit: int = 50, offset: int = 0) -> list[RunRecord]:
+        clause, params = run_filter(Q, where)
+        rows = await self._fetchall(Q["list_runs"].replace("{where}", clause), {**params, "limit": limit, "offset": offset})
         return [run_record(r) for r in rows]
 
-    async def count_runs(
-        self,
-        *,
-        flow_id: str | None = None,
-        status: RunStatus | None = None,
-        search: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> int:
-        where, params = run_filter(Q, flow_id, status, search, since, until)
-        row = await self._fetchone(Q["count_runs"].replace("{where}", where), params)
+    async def count_runs(self, where: RunFilter = ALL_RUNS) -> int:
+        clause, params = run_filter(Q, where)
+        row = await self._fetchone(Q["count_runs"].replace("{where}", clause), params)
         return int(row[0]) if row else 0
 
     async def run_stats(self, since: datetime, bucket_seconds: float, buckets: int) -> RunStats:

@@ -42,6 +42,7 @@ from ._rows import (
     ts,
 )
 from .base import (
+    ALL_RUNS,
     AttemptRecord,
     Claim,
     Complete,
@@ -53,6 +54,7 @@ from .base import (
     Grant,
     Op,
     Result,
+    RunFilter,
     RunRecord,
     RunStats,
     Signal,
@@ -467,33 +469,15 @@ class SQLiteStore(Store):
         row = await self._read(lambda c: c.execute(Q["get_run"], (run_id,)).fetchone())
         return None if row is None else run_record(row)
 
-    async def list_runs(
-        self,
-        *,
-        flow_id: str | None = None,
-        status: RunStatus | None = None,
-        search: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[RunRecord]:
-        where, params = run_filter(Q, flow_id, status, search, since, until)
-        query = Q["list_runs"].replace("{where}", where)
+    async def list_runs(self, where: RunFilter = ALL_RUNS, *, limit: int = 50, offset: int = 0) -> list[RunRecord]:
+        clause, params = run_filter(Q, where)
+        query = Q["list_runs"].replace("{where}", clause)
         rows = await self._read(lambda c: c.execute(query, {**params, "limit": limit, "offset": offset}).fetchall())
         return [run_record(r) for r in rows]
 
-    async def count_runs(
-        self,
-        *,
-        flow_id: str | None = None,
-        status: RunStatus | None = None,
-        search: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> int:
-        where, params = run_filter(Q, flow_id, status, search, since, until)
-        query = Q["count_runs"].replace("{where}", where)
+    async def count_runs(self, where: RunFilter = ALL_RUNS) -> int:
+        clause, params = run_filter(Q, where)
+        query = Q["count_runs"].replace("{where}", clause)
         row = await self._read(lambda c: c.execute(query, params).fetchone())
         return int(row[0])
 

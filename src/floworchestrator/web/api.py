@@ -17,7 +17,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,7 +32,7 @@ from ..exceptions import FlowOrchestratorError
 from ..flow import Cron
 from ..orchestrator import Orchestrator
 from ..planner import Graph
-from ..stores.base import AttemptRecord, FlowRecord, RunRecord
+from ..stores.base import AttemptRecord, FlowRecord, RunFilter, RunRecord
 from ._http import (
     ApiError,
     ApiResponse,
@@ -88,7 +88,7 @@ class Api:
 
     orchestrator: Orchestrator
     max_body_size: int
-    feed: EventFeed = field(default_factory=EventFeed)
+    feed: EventFeed
 
     def started(self) -> Orchestrator:
         if not self.orchestrator.started:
@@ -222,17 +222,19 @@ async def list_runs(request: Request, api: Api) -> Response:
         raise ApiError(400, "bad_request", f"query parameter 'search' is longer than {MAX_SEARCH} characters")
     offset = query_int(request, "offset", 0, minimum=0)
     limit = query_int(request, "limit", 50, minimum=1, maximum=MAX_PAGE)
+    where = RunFilter(flow_id=flow_id, status=status, search=search, since=since, until=until)
     store = api.started().store
-    runs = await store.list_runs(flow_id=flow_id, status=status, search=search, since=since, until=until, limit=limit, offset=offset)
-    total = await store.count_runs(flow_id=flow_id, status=status, search=search, since=since, until=until)
+    runs = await store.list_runs(where, limit=limit, offset=offset)
+    total = await store.count_runs(where)
     return ApiResponse({"runs": [run_json(r) for r in runs], "total": total, "offset": offset, "limit": limit})
 
 
 async def active_runs(request: Request, api: Api) -> Response:
     limit = query_int(request, "limit", 100, minimum=1, maximum=MAX_PAGE)
     store = api.started().store
-    runs = await store.list_runs(status=RunStatus.RUNNING, limit=limit)
-    total = await store.count_runs(status=RunStatus.RUNNING)
+    running = RunFilter(status=RunStatus.RUNNING)
+    runs = await store.list_runs(running, limit=limit)
+    total = await store.count_runs(running)
     return ApiResponse({"runs": [run_json(r) for r in runs], "total": total})
 
 

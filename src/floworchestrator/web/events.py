@@ -29,7 +29,6 @@ open dashboards.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -148,13 +147,6 @@ class EventFeed:
         for listener in list(self._listeners):
             self._listeners.discard(listener)
             _end(listener)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _poll(self) -> None:
         assert self._store is not None and self._seen is not None
